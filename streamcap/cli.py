@@ -1,0 +1,160 @@
+"""The ``streamcap`` command line: one argparse front, handlers import their modules lazily.
+
+Every handler returns an exit code; library errors (``StreamcapError``) become one line on
+stderr and exit code 2, Ctrl-C exits 130 after the handler flushed what it had written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import NotImplementedYet, StreamcapError
+
+Handler = Callable[[argparse.Namespace], int]
+BACKENDS = ("auto", "ort", "tensorrt", "torch")
+
+
+def _not_yet(issue: int, what: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        raise NotImplementedYet(f"not implemented yet: {what} (see issue #{issue})")
+
+    return handler
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for inference (0: library default)")
+    p.add_argument("--detector", choices=("hog", "mmod"), default="hog", help="face detector (default: hog)")
+
+
+def _add_codec_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kbps", type=float, default=None, help="target stream rate per face in kbit/s")
+    p.add_argument("--quality", type=int, default=50, help="1 (smallest) .. 100 (best), when --kbps is not set")
+    p.add_argument("--keyframe-every", type=float, default=5.0, help="seconds between keyframes")
+
+
+def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.ArgumentParser:
+    h = handlers or default_handlers()
+    ap = argparse.ArgumentParser(prog="streamcap", description="Real-time face capture, 3D reconstruction and compression.")
+    ap.add_argument("--version", action="version", version=f"streamcap {__version__}")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("send", help="capture a camera or video, encode every face and publish over ZeroMQ")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--camera", type=int, help="camera index (OpenCV)")
+    src.add_argument("--video", type=Path, help="video file")
+    p.add_argument("--loop", action="store_true", help="loop the video")
+    p.add_argument("--realtime", action="store_true", help="pace the video at its own frame rate")
+    p.add_argument("--bind", default="tcp://*:5555", help="PUB endpoint (keyframe requests on port+1)")
+    p.add_argument("--curve-keys", type=Path, default=None, help="folder from 'streamcap keygen' for CurveZMQ")
+    p.add_argument("--frames", type=int, default=0, help="stop after N frames (0: until the source ends)")
+    _add_model_flags(p)
+    _add_codec_flags(p)
+    p.set_defaults(func=h["send"])
+
+    p = sub.add_parser("receive", help="subscribe to a sender, decode and re-render the faces")
+    p.add_argument("--connect", default="tcp://127.0.0.1:5555", help="sender's PUB endpoint")
+    p.add_argument("--frames", type=int, default=0, help="stop after N rendered frames (0: until Ctrl-C)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="write the re-rendered video here")
+    p.add_argument("--headless", action="store_true", help="no window; print stats only")
+    p.add_argument("--curve-keys", type=Path, default=None, help="folder from 'streamcap keygen' for CurveZMQ")
+    p.add_argument("--timeout", type=float, default=0.0, help="give up after N seconds without a sender (0: wait)")
+    p.set_defaults(func=h["receive"])
+
+    p = sub.add_parser("encode", help="encode a video file offline into a compact .scap stream")
+    p.add_argument("input", type=Path, help="video file")
+    p.add_argument("-o", "--output", type=Path, default=None, help="stream file (default: INPUT.scap)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: all)")
+    _add_model_flags(p)
+    _add_codec_flags(p)
+    p.set_defaults(func=h["encode"])
+
+    p = sub.add_parser("decode", help="decode a .scap stream and re-render it to video")
+    p.add_argument("input", type=Path, help=".scap stream file")
+    p.add_argument("-o", "--output", type=Path, default=None, help="output video (default: INPUT.mp4)")
+    p.add_argument("--show", action="store_true", help="also show a window (needs a display)")
+    p.set_defaults(func=h["decode"])
+
+    p = sub.add_parser("reconstruct", help="reconstruct every face of images in 3D (.obj + texture, overlay)")
+    p.add_argument("inputs", type=Path, nargs="+", help="image files")
+    p.add_argument("-o", "--output", type=Path, default=Path("out"), help="output folder (default: out/)")
+    p.add_argument("--format", choices=("obj", "ply"), default="obj", help="mesh format (default: obj)")
+    _add_model_flags(p)
+    p.set_defaults(func=h["reconstruct"])
+
+    p = sub.add_parser("bench", help="measure speed, stream rate and quality on a clip")
+    p.add_argument("input", type=Path, nargs="?", default=None, help="video clip (default: a shared example)")
+    p.add_argument("--frames", type=int, default=150, help="frames to process")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument("--what", choices=("detect", "engine", "codec", "all"), default="all", help="which stages")
+    _add_model_flags(p)
+    p.set_defaults(func=h["bench"])
+
+    p = sub.add_parser("eval", help="accuracy: 2D/3D NME on AFLW2000-3D-format data, per yaw bin")
+    p.add_argument("--aflw", type=Path, required=True, help="folder of jpg + mat (pt3d_68) pairs")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument("--limit", type=int, default=0, help="evaluate at most N images (0: all)")
+    _add_model_flags(p)
+    p.set_defaults(func=h["eval"])
+
+    p = sub.add_parser("keygen", help="write CurveZMQ key pairs for a sender and a receiver")
+    p.add_argument("folder", type=Path, help="where to write the keys")
+    p.set_defaults(func=h["keygen"])
+    return ap
+
+
+def default_handlers() -> dict[str, Handler]:
+    """Map each command to its handler; implementations import heavy modules only when run."""
+
+    def lazy(module: str, func: str = "run") -> Handler:
+        def handler(args: argparse.Namespace) -> int:
+            import importlib
+
+            return getattr(importlib.import_module(f"streamcap.commands.{module}"), func)(args)
+
+        return handler
+
+    return {
+        "send": _not_yet(6, "live sending"),
+        "receive": _not_yet(6, "live receiving"),
+        "encode": _not_yet(5, "offline encoding"),
+        "decode": _not_yet(5, "offline decoding"),
+        "reconstruct": lazy("reconstruct"),
+        "bench": lazy("bench"),
+        "eval": lazy("evaluate"),
+        "keygen": _not_yet(6, "CurveZMQ keys"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except StreamcapError as exc:
+        print(f"streamcap {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"streamcap {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"streamcap {args.command}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

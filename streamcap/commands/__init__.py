@@ -1,0 +1,1 @@
+"""CLI command implementations; each module has ``run(args) -> int``."""
