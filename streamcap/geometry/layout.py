@@ -62,6 +62,16 @@ class UVLayout:
         return (self.kpt_uv[:, 1] * self.size + self.kpt_uv[:, 0]).astype(np.int64)
 
     @property
+    def kpt_vertex(self) -> np.ndarray:
+        """(68,) indices of the landmark pixels in the face-pixel (vertex) list."""
+        grid = np.full(self.size * self.size, -1, np.int64)
+        grid[self.face_ind] = np.arange(self.n_vertices)
+        idx = grid[self.kpt_flat]
+        if (idx < 0).any():
+            raise ValueError("a landmark UV pixel lies outside the face mask")
+        return idx
+
+    @property
     def uv_coords(self) -> np.ndarray:
         """(V, 2) float32 texture coordinates in [0, 1] (u right, v down) of each vertex."""
         rows, cols = np.divmod(self.face_ind, self.size)
