@@ -103,6 +103,7 @@ def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.Argumen
     p.add_argument("--aflw", type=Path, required=True, help="folder of jpg + mat (pt3d_68) pairs")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     p.add_argument("--limit", type=int, default=0, help="evaluate at most N images (0: all)")
+    p.add_argument("--methods", default="model,dlib", help="comma list of: model, dlib (default: both)")
     _add_model_flags(p)
     p.set_defaults(func=h["eval"])
 
