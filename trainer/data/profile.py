@@ -9,7 +9,8 @@ network cannot read the pose from a ghost.
 
     python trainer/data/profile.py --cache .cache/dataset [--per-sample 1] [--seed 0]
 
-writes ``shards/profile__<source>.npz`` beside the originals (train split only; resumable).
+writes ``shards/profile__<source>.npz`` beside the originals (train split; resumable). With
+``--split val -o DIR`` it profiles the held-out people into a separate folder for evaluation.
 """
 
 from __future__ import annotations
@@ -115,14 +116,15 @@ def profile_sample(image: np.ndarray, posmap: np.ndarray, layout: UVLayout, yaw:
     return img2, pm.reshape(layout.size, layout.size, 3).astype(np.float16)
 
 
-def profile_shard(path: Path, layout: UVLayout, per_sample: int, rng: np.random.Generator) -> dict | None:
+def profile_shard(path: Path, layout: UVLayout, per_sample: int, rng: np.random.Generator,
+                  split: str = "train") -> dict | None:
     with np.load(path) as z:
         data = {k: z[k] for k in z.files}
-    train = np.flatnonzero(data["split"] == "train")
-    if train.size == 0:
+    chosen = np.flatnonzero(data["split"] == split)
+    if chosen.size == 0:
         return None
     imgs, pms, yaws, idx = [], [], [], []
-    for i in train:
+    for i in chosen:
         for _ in range(per_sample):
             target = rng.choice([-1.0, 1.0]) * rng.uniform(15.0, 75.0)
             dyaw = float(np.clip(target - data["yaw"][i], -80.0, 80.0))
@@ -148,16 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path(".cache/dataset"))
     ap.add_argument("--per-sample", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=("train", "val"), default="train",
+                    help="which split to profile (val profiles are for evaluation only)")
+    ap.add_argument("-o", "--out", type=Path, default=None,
+                    help="shard folder to write (default: the cache's own shards/)")
     args = ap.parse_args(argv)
+    out_dir = args.out or args.cache / "shards"
+    out_dir.mkdir(parents=True, exist_ok=True)
     layout = default_layout()
     shards = [p for p in sorted((args.cache / "shards").glob("*.npz"))
               if not p.name.startswith("profile__") and not p.name.endswith(".tmp.npz")]
     for sh in tqdm(shards, desc="profiling", unit="shard"):
-        dst = sh.with_name("profile__" + sh.name)
+        dst = out_dir / ("profile__" + sh.name)
         if dst.exists():
             continue
         rng = np.random.default_rng([args.seed, len(sh.name), sum(sh.name.encode())])
-        rec = profile_shard(sh, layout, args.per_sample, rng)
+        rec = profile_shard(sh, layout, args.per_sample, rng, args.split)
         if rec is None:
             continue
         tmp = dst.with_name(dst.stem + ".tmp.npz")
