@@ -201,7 +201,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
             bar.update(1)
             if step % cfg.log_every == 0 and rank == 0:
                 sps = seen / (time.perf_counter() - t0)
-                rec = {"step": step, "loss": float(loss), "lr": opt.param_groups[0]["lr"], "samples_per_s": sps}
+                rec = {"step": step, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"], "samples_per_s": sps}  # noqa: E501
                 bar.set_postfix(loss=f"{float(loss):.4f}", sps=f"{sps:.1f}")
                 log.write(json.dumps(rec) + "\n")
                 log.flush()

@@ -1,0 +1,125 @@
+"""Trainer: generators, dataset, loss, a few real optimisation steps, resume, export, engines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from streamcap.bundle import load_bundle  # noqa: E402
+from streamcap.engine import create_engine  # noqa: E402
+from streamcap.engine.nets import build_generator  # noqa: E402
+from streamcap.errors import BackendUnavailable, BundleError  # noqa: E402
+from trainer.data.dataset import PosmapDataset  # noqa: E402
+from trainer.export import export_bundle  # noqa: E402
+from trainer.losses import weight_mask_tensor, weighted_position_loss  # noqa: E402
+from trainer.train import PretrainConfig, StepSampler, pretrain  # noqa: E402
+
+
+def fake_cache(root, layout, n=12, val=4):
+    """A tiny cache in the builder's format: the canonical face at random shifts on noise."""
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (n, 256, 256, 3), dtype=np.uint8)
+    pms = np.zeros((n, 256, 256, 3), np.float16)
+    c = layout.canonical - layout.canonical.mean(0)
+    for i in range(n):
+        v = c * 0.6 + np.r_[128 + rng.uniform(-5, 5, 2), 128.0]
+        pm = np.zeros((256 * 256, 3), np.float32)
+        pm[layout.face_ind] = v
+        pms[i] = pm.reshape(256, 256, 3)
+        # draw a bright blob where the nose is so the net has something to latch onto
+        nose = v[layout.kpt_vertex[30]]
+        imgs[i, int(nose[1]) - 10:int(nose[1]) + 10, int(nose[0]) - 10:int(nose[0]) + 10] = 255
+    split = np.array(["train"] * (n - val) + ["val"] * val)
+    (root / "shards").mkdir(parents=True)
+    np.savez(root / "shards" / "a.npz", images=imgs, posmaps=pms, split=split, yaw=np.zeros(n, np.float32),
+             kind=np.array(["frame"] * n), identity=np.array(["x"] * n))
+    (root / "meta.json").write_text(json.dumps({"crop_size": 256, "context": 1.25}))
+    return root
+
+
+@pytest.mark.parametrize("arch, size", [("light", 128), ("prnet", 256)])
+def test_generators_map_crops_to_uv_maps(arch, size):
+    net = build_generator(arch).eval()
+    with torch.no_grad():
+        y = net(torch.randn(2, 3, size, size))
+    assert y.shape == (2, 3, 256, 256)
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    n_params = sum(p.numel() for p in net.parameters())
+    assert (1e5 < n_params < 1e6) if arch == "light" else (1e7 < n_params < 2e7)
+
+
+def test_weighted_loss_ignores_the_neck_and_weights_the_features(layout):
+    w = weight_mask_tensor(layout.weight_mask)
+    target = torch.zeros(1, 3, 256, 256)
+    neck = torch.as_tensor(layout.weight_mask == 0)
+    feat = torch.as_tensor(layout.weight_mask == 16)
+    face = torch.as_tensor(layout.weight_mask == 4)
+    err_neck, err_feat, err_face = target.clone(), target.clone(), target.clone()
+    err_neck[:, 0][:, neck] = 1.0
+    err_feat[:, 0][:, feat] = 1.0
+    err_face[:, 0][:, face] = 1.0
+    assert float(weighted_position_loss(err_neck, target, w)) == 0.0
+    per_px_feat = float(weighted_position_loss(err_feat, target, w)) / int(feat.sum())
+    per_px_face = float(weighted_position_loss(err_face, target, w)) / int(face.sum())
+    assert per_px_feat / per_px_face == pytest.approx(4.0, rel=1e-4)
+
+
+def test_dataset_moves_the_label_with_the_image(tmp_path, layout):
+    from trainer.data.dataset import load_cache
+
+    data = load_cache(fake_cache(tmp_path / "c", layout), "train")
+    for train in (False, True):
+        ds = PosmapDataset(data, 128, 1.25, train=train)
+        x, y = ds[0]
+        assert x.shape == (3, 128, 128) and y.shape == (3, 256, 256)
+        nose = (y.numpy().reshape(3, -1)[:, layout.kpt_flat[30]] * 128 * 1.1)
+        img = x.numpy().mean(0)
+        if not train:  # no photometric noise: the blob is bright exactly under the nose label
+            assert img[int(nose[1]), int(nose[0])] > 0.9
+
+
+def test_sampler_resumes_the_same_stream():
+    full = StepSampler(10, 2, seed=3, start_step=0)
+    it = iter(full)
+    seq = [next(it) for _ in range(30)]
+    later = iter(StepSampler(10, 2, seed=3, start_step=5))
+    assert [next(later) for _ in range(20)] == seq[10:30]
+
+
+def test_pretrain_learns_checkpoints_resumes_and_exports(tmp_path, layout):
+    cache = fake_cache(tmp_path / "cache", layout)
+    run = tmp_path / "run"
+    cfg = PretrainConfig(data=str(cache), out=str(run), steps=30, batch=4, lr=3e-3, warmup=5, workers=0,
+                         threads=2, val_every=30, ckpt_every=10, log_every=5)
+    res = pretrain(cfg)
+    assert np.isfinite(res["val_nme2d"])
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert losses[-1] < losses[0]
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["step"] == 30 and ck["cfg"]["arch"] == "light"
+    # resume continues the step count instead of starting over
+    cfg.steps, cfg.resume = 35, True
+    pretrain(cfg)
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 35
+
+    bundle_dir = tmp_path / "bundle"
+    manifest = export_bundle(run, bundle_dir, data=cache)
+    assert manifest["provenance"]["onnx_vs_torch_max_abs"] < 1e-3
+    bundle = load_bundle(bundle_dir)
+    crops = np.random.default_rng(0).integers(0, 255, (3, 128, 128, 3), dtype=np.uint8)
+    a = create_engine(bundle, "ort", threads=1).infer(crops)
+    b = create_engine(bundle, "torch", threads=1).infer(crops)
+    assert a.shape == (3, 256, 256, 3)
+    # same weights, two runtimes: parity well under a hundredth of a pixel
+    assert np.abs(a - b).max() < 0.01
+    assert create_engine(bundle, "auto").name == "ort-cpu"
+    with pytest.raises(BackendUnavailable):
+        create_engine(bundle, "tensorrt")
+    # a corrupted model file is refused before it can run
+    (bundle_dir / "generator.onnx").write_bytes(b"\0" * 100)
+    with pytest.raises(BundleError):
+        load_bundle(bundle_dir)
