@@ -7,7 +7,7 @@
 ``pretrain`` is the supervised stage: the weighted-mask loss (16:4:3:0) between predicted and
 pseudo-labelled UV maps. Checkpoints are self-describing ({model_name, cfg, spec, state_dict,
 step, optimizer, scheduler, best_val, rng}); ``last.pt`` is written every ``--ckpt-every`` steps
-and on Ctrl-C, ``best.pt`` whenever the validation NME improves; ``--resume`` continues from
+and on Ctrl-C, ``best.pt`` whenever the validation NME improves (Ctrl-C and SIGTERM save too); ``--resume`` continues from
 ``last.pt`` exactly (same data order, same schedule). Metrics go to ``metrics.jsonl`` (and
 TensorBoard when it is installed).
 """
@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -180,6 +181,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     from tqdm import tqdm
 
+    def on_term(signum: int, frame: object) -> None:  # kill/timeout: same clean stop as Ctrl-C
+        raise KeyboardInterrupt
+
+    if rank == 0:
+        signal.signal(signal.SIGTERM, on_term)
     bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="pretrain", unit="step", dynamic_ncols=True)
     t0, seen = time.perf_counter(), 0
     it = iter(loader)
