@@ -22,7 +22,7 @@ from ..errors import NoFaceFound, StreamcapError
 log = logging.getLogger(__name__)
 
 
-def draw_overlay(image: np.ndarray, faces, layout, step: int = 9) -> np.ndarray:
+def draw_overlay(image: np.ndarray, faces, layout, step: int = 37) -> np.ndarray:
     """The photo with each face's mesh points (thinned) and 68 landmarks drawn on it."""
     out = image.copy()
     r = max(1, int(round(max(image.shape[:2]) / 500)))
