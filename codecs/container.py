@@ -1,0 +1,403 @@
+"""The ``.scap`` stream file: CRC-checked, length-prefixed message records and a seek index.
+
+Layout (all little-endian; FORMAT.md is the reference)::
+
+    file     = b"SCAP" u16 version u16 flags(0)  record*  [index-record trailer]
+    record   = u32 body_len  u8 type  body  u32 crc32(type byte + body)
+    type 1   = message: u8 n_frames, then n_frames x (u32 frame_len, frame bytes)
+    type 2   = index:   u32 count, then count x (u64 offset, i64 frame_index, f64 ts, u8 flags)
+    trailer  = u64 offset of the index record, b"SCIX"
+
+Records are flushed as they are written, so an interrupted encode leaves a file whose every
+whole record is readable; the index and trailer are written by ``close()``. A reader without a
+valid trailer rebuilds the index by scanning.
+
+Damage rule: a file cut short yields every whole record before the cut, then stops with a
+logged warning (never an error). A record whose CRC does not match, whose type is unknown or
+whose message does not parse is skipped with a warning, and reading resumes at the next offset
+where a whole, CRC-valid record starts (normally the very next record); ``strict=True`` raises
+``CodecError`` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from streamcap.errors import CodecError, InputNotFound
+
+from .messages import BackgroundKeyframe, FaceKeyframe, FrameStart, Message, StreamHeader
+from .wire import MAX_FRAMES, MAX_PAYLOAD_BYTES, from_frames, to_frames
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"SCAP"
+CONTAINER_VERSION = 1
+TRAILER_MAGIC = b"SCIX"
+FILE_HEADER = struct.Struct("<4sHH")
+REC_HEAD = struct.Struct("<IB")
+CRC = struct.Struct("<I")
+ENTRY = struct.Struct("<QqdB")
+TRAILER = struct.Struct("<Q4s")
+REC_MESSAGE, REC_INDEX = 1, 2
+MAX_RECORD = MAX_FRAMES * (MAX_PAYLOAD_BYTES + 4) + 1
+
+# index entry flags
+KEY = 1  # every face of the frame is a keyframe: decoding can start here
+HAS_KEYFRAME = 2  # at least one face keyframe
+HAS_BACKGROUND = 4
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """Where a frame starts (offset of its FrameStart record) and what it holds."""
+
+    offset: int
+    frame_index: int
+    ts: float
+    flags: int
+
+    @property
+    def key(self) -> bool:
+        return bool(self.flags & KEY)
+
+
+@dataclass
+class _Indexer:
+    """Builds index entries from the message stream (shared by writer and scanning reader)."""
+
+    entries: list[IndexEntry] = field(default_factory=list)
+    _cur: tuple[int, FrameStart] | None = None
+    _keyed: set[int] = field(default_factory=set)
+    _bg: bool = False
+
+    def add(self, offset: int, msg: Message) -> None:
+        if isinstance(msg, FrameStart):
+            self.finish()
+            self._cur = (offset, msg)
+        elif self._cur is not None and isinstance(msg, FaceKeyframe):
+            self._keyed.add(msg.face_id)
+        elif self._cur is not None and isinstance(msg, BackgroundKeyframe):
+            self._bg = True
+
+    def finish(self) -> None:
+        if self._cur is not None:
+            offset, start = self._cur
+            faces = set(start.face_ids)
+            flags = (KEY if faces <= self._keyed and (faces or self._bg) else 0)
+            flags |= (HAS_KEYFRAME if self._keyed else 0) | (HAS_BACKGROUND if self._bg else 0)
+            self.entries.append(IndexEntry(offset, start.frame_index, start.ts, flags))
+        self._cur, self._keyed, self._bg = None, set(), False
+
+
+def _record(rtype: int, body: bytes) -> bytes:
+    tb = bytes([rtype])
+    return REC_HEAD.pack(len(body), rtype) + body + CRC.pack(zlib.crc32(body, zlib.crc32(tb)))
+
+
+def _message_body(frames: Sequence[bytes]) -> bytes:
+    parts = [bytes([len(frames)])]
+    for f in frames:
+        parts.append(struct.pack("<I", len(f)))
+        parts.append(bytes(f))
+    return b"".join(parts)
+
+
+def _split_body(body: bytes) -> list[bytes] | None:
+    """Message record body -> frames, or None if the framing is inconsistent."""
+    if not body:
+        return None
+    n, pos, out = body[0], 1, []
+    if not 1 <= n <= MAX_FRAMES:
+        return None
+    for _ in range(n):
+        if pos + 4 > len(body):
+            return None
+        (ln,) = struct.unpack_from("<I", body, pos)
+        pos += 4
+        if pos + ln > len(body):
+            return None
+        out.append(body[pos:pos + ln])
+        pos += ln
+    return out if pos == len(body) else None
+
+
+class ScapWriter:
+    """Writes a ``.scap`` file; use as a context manager so the index is written on exit.
+
+    Every record is flushed to the OS as it is written (``fsync=True`` also forces it to disk),
+    so a crash mid-encode leaves a readable prefix.
+    """
+
+    def __init__(self, path: str | Path, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._fsync = fsync
+        self._indexer = _Indexer()
+        self._f.write(FILE_HEADER.pack(MAGIC, CONTAINER_VERSION, 0))
+        self._pos = FILE_HEADER.size
+        self._flush()
+        self.closed = False
+
+    def write(self, msg: Message | Sequence[bytes]) -> int:
+        """Append one message (a Message, or its wire frames, which are validated); returns the
+        record's offset."""
+        if self.closed:
+            raise ValueError("write to a closed ScapWriter")
+        if isinstance(msg, (list, tuple)):
+            frames = [bytes(f) for f in msg]
+            parsed = from_frames(frames)
+        else:
+            parsed, frames = msg, to_frames(msg)  # type: ignore[assignment]
+        offset = self._pos
+        rec = _record(REC_MESSAGE, _message_body(frames))
+        self._f.write(rec)
+        self._pos += len(rec)
+        self._flush()
+        self._indexer.add(offset, parsed)  # type: ignore[arg-type]
+        return offset
+
+    def write_all(self, msgs: Sequence[Message]) -> None:
+        for m in msgs:
+            self.write(m)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        """Write the index record and the trailer, then close the file (idempotent)."""
+        if self.closed:
+            return
+        self._indexer.finish()
+        entries = self._indexer.entries
+        body = struct.pack("<I", len(entries)) + b"".join(
+            ENTRY.pack(e.offset, e.frame_index, e.ts, e.flags) for e in entries)
+        offset = self._pos
+        self._f.write(_record(REC_INDEX, body))
+        self._f.write(TRAILER.pack(offset, TRAILER_MAGIC))
+        self._flush()
+        self._f.close()
+        self.closed = True
+
+    def _flush(self) -> None:
+        self._f.flush()
+        if self._fsync:
+            os.fsync(self._f.fileno())
+
+    def __enter__(self) -> ScapWriter:  # noqa: PYI034
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()  # also on an exception: what was written stays a valid, indexed file
+
+
+class ScapReader:
+    """Reads a ``.scap`` file: iterate messages, seek to a frame, survive damage (module doc).
+
+    ``index`` lists every frame (from the trailer, or rebuilt by a scan); ``header`` is the
+    file's first StreamHeader; ``truncated`` / ``skipped`` report damage met so far.
+    """
+
+    def __init__(self, path: str | Path, strict: bool = False) -> None:
+        self.path = Path(path)
+        self.strict = strict
+        self.truncated = False
+        self.skipped = 0
+        if not self.path.is_file():
+            raise InputNotFound(f"stream file not found: {self.path}")
+        self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        self._size = os.fstat(self._file.fileno()).st_size
+        if self._size < FILE_HEADER.size:
+            self._file.close()
+            raise CodecError(f"{self.path} is not a .scap stream (too short)")
+        self._data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        magic, version, _flags = FILE_HEADER.unpack_from(self._data, 0)
+        if magic != MAGIC:
+            self.close()
+            raise CodecError(f"{self.path} is not a .scap stream")
+        if version != CONTAINER_VERSION:
+            self.close()
+            raise CodecError(f"{self.path}: .scap version {version} is not supported "
+                             f"(this runtime reads {CONTAINER_VERSION})")
+        self._end = self._size  # where records stop (start of the trailer when there is one)
+        self.index = self._load_index()
+        self.header: StreamHeader | None = None
+        for _, m in self._messages_from(FILE_HEADER.size, quiet=True):
+            if isinstance(m, StreamHeader):
+                self.header = m
+            break
+
+    # ------------------------------------------------------------------------------ public
+
+    def __iter__(self) -> Iterator[Message]:
+        return self.messages()
+
+    def messages(self, start_frame: int | None = None) -> Iterator[Message]:
+        """Every message in order; with ``start_frame``, the stream header then everything from
+        the last seek point (all faces keyframed) at or before that frame. The caller drops
+        decoded frames before ``start_frame``."""
+        pos = FILE_HEADER.size
+        if start_frame is not None:
+            pos = self.seek_offset(start_frame)
+            if pos > FILE_HEADER.size and self.header is not None:
+                yield self.header
+        for _, msg in self._messages_from(pos):
+            yield msg
+
+    def seek_offset(self, frame_index: int) -> int:
+        """File offset of the last seek point at or before ``frame_index`` (file start if none)."""
+        best = FILE_HEADER.size
+        for e in self.index:
+            if e.frame_index > frame_index:
+                break
+            if e.key:
+                best = e.offset
+        return best
+
+    def message_at(self, offset: int) -> Message:
+        """The message whose record starts at ``offset`` (e.g. an index entry's); CodecError if
+        no whole, valid message record starts there."""
+        rec = self._record_at(offset, self._end)
+        if not isinstance(rec, tuple) or rec[0] != REC_MESSAGE:
+            raise CodecError(f"{self.path}: no message record at offset {offset}")
+        frames = _split_body(rec[1])
+        if frames is None:
+            raise CodecError(f"{self.path}: record at offset {offset} is malformed")
+        return from_frames(frames)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.index)
+
+    def close(self) -> None:
+        data = getattr(self, "_data", None)
+        if data is not None:
+            data.close()
+            self._data = None  # type: ignore[assignment]
+        self._file.close()
+
+    def __enter__(self) -> ScapReader:  # noqa: PYI034
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _load_index(self) -> list[IndexEntry]:
+        entries = self._read_trailer_index()
+        if entries is not None:
+            return entries
+        log.info("%s has no valid index; rebuilding it by scanning", self.path)
+        indexer = _Indexer()
+        for offset, msg in self._messages_from(FILE_HEADER.size, quiet=True):
+            indexer.add(offset, msg)
+        indexer.finish()
+        return indexer.entries
+
+    def _read_trailer_index(self) -> list[IndexEntry] | None:
+        if self._size < FILE_HEADER.size + TRAILER.size + REC_HEAD.size + CRC.size:
+            return None
+        offset, magic = TRAILER.unpack_from(self._data, self._size - TRAILER.size)
+        if magic != TRAILER_MAGIC or not FILE_HEADER.size <= offset < self._size - TRAILER.size:
+            return None
+        rec = self._record_at(offset, self._size - TRAILER.size)
+        if not isinstance(rec, tuple) or rec[0] != REC_INDEX or rec[2] != self._size - TRAILER.size:
+            return None
+        body = rec[1]
+        if len(body) < 4:
+            return None
+        (count,) = struct.unpack_from("<I", body, 0)
+        if len(body) != 4 + count * ENTRY.size:
+            return None
+        entries = [IndexEntry(*ENTRY.unpack_from(body, 4 + i * ENTRY.size)) for i in range(count)]
+        offs = [e.offset for e in entries]
+        if offs != sorted(offs) or any(not FILE_HEADER.size <= o < offset for o in offs):
+            return None
+        self._end = offset + 0  # records stop at the index record
+        return entries
+
+    def _record_at(self, pos: int, end: int) -> tuple[int, bytes, int] | str:
+        """(type, body, next offset), or 'short' (does not fit before ``end``) or 'bad'."""
+        if pos + REC_HEAD.size + CRC.size > end:
+            return "short"
+        length, rtype = REC_HEAD.unpack_from(self._data, pos)
+        if rtype not in (REC_MESSAGE, REC_INDEX) or length > MAX_RECORD:
+            return "bad"
+        nxt = pos + REC_HEAD.size + length + CRC.size
+        if nxt > end:
+            return "short"
+        body = self._data[pos + REC_HEAD.size:pos + REC_HEAD.size + length]
+        (crc,) = CRC.unpack_from(self._data, nxt - CRC.size)
+        if zlib.crc32(body, zlib.crc32(bytes([rtype]))) != crc:
+            return "bad"
+        return rtype, body, nxt
+
+    def _resync(self, pos: int, end: int) -> int | None:
+        """First offset after ``pos`` where a whole CRC-valid record starts, or None."""
+        data = self._data
+        for q in range(pos + 1, end - REC_HEAD.size - CRC.size + 1):
+            if data[q + 4] not in (REC_MESSAGE, REC_INDEX):
+                continue
+            length = int.from_bytes(data[q:q + 4], "little")
+            if q + REC_HEAD.size + length + CRC.size > end:
+                continue
+            if data[q + 4] == REC_MESSAGE and not 1 <= data[q + 5] <= MAX_FRAMES:
+                continue
+            if isinstance(self._record_at(q, end), tuple):
+                return q
+        return None
+
+    def _messages_from(self, pos: int, quiet: bool = False) -> Iterator[tuple[int, Message]]:
+        """(offset, message) of every readable message record from ``pos`` (damage rule)."""
+        end = self._end
+        while pos < end:
+            if end == self._size and end - pos == TRAILER.size and \
+                    self._data[end - 4:end] == TRAILER_MAGIC:
+                return  # a trailer whose index record was unreadable
+            rec = self._record_at(pos, end)
+            if isinstance(rec, tuple):
+                rtype, body, nxt = rec
+                if rtype == REC_MESSAGE:
+                    msg = self._parse(pos, body, quiet)
+                    if msg is not None:
+                        yield pos, msg
+                pos = nxt
+                continue
+            if rec == "bad" and self.strict:
+                raise CodecError(f"{self.path}: corrupt record at offset {pos}")
+            found = None if self.strict else self._resync(pos, end)
+            if found is None:
+                if not quiet:
+                    log.warning("%s is truncated or damaged at offset %d of %d: stopping after the "
+                                "last whole record", self.path, pos, self._size)
+                self.truncated = True
+                return
+            if not quiet:
+                log.warning("%s: skipped %d damaged bytes at offset %d", self.path, found - pos, pos)
+                self.skipped += 1
+            pos = found
+
+    def _parse(self, pos: int, body: bytes, quiet: bool) -> Message | None:
+        frames = _split_body(body)
+        try:
+            if frames is None:
+                raise CodecError("record framing is inconsistent")
+            return from_frames(frames)
+        except CodecError as exc:
+            if self.strict:
+                raise CodecError(f"{self.path}: bad message at offset {pos}: {exc}") from exc
+            if not quiet:
+                log.warning("%s: skipped a bad message at offset %d: %s", self.path, pos, exc)
+                self.skipped += 1
+            return None
