@@ -38,7 +38,7 @@ class ModelSpec:
     crop_shift_y: float = -0.06
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         for key in ("mean", "std"):
             if key in known:

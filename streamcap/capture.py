@@ -94,7 +94,7 @@ class VideoSource:
     def close(self) -> None:
         self._container.close()
 
-    def __enter__(self) -> "VideoSource":
+    def __enter__(self) -> VideoSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -138,7 +138,7 @@ class CameraSource:
     def close(self) -> None:
         self._cap.release()
 
-    def __enter__(self) -> "CameraSource":
+    def __enter__(self) -> CameraSource:
         return self
 
     def __exit__(self, *exc: object) -> None:

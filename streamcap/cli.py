@@ -82,6 +82,7 @@ def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.Argumen
     p.add_argument("input", type=Path, help=".scap stream file")
     p.add_argument("-o", "--output", type=Path, default=None, help="output video (default: INPUT.mp4)")
     p.add_argument("--show", action="store_true", help="also show a window (needs a display)")
+    p.add_argument("--bundle", type=Path, default=None, help="model bundle (default: the one the stream names)")
     p.set_defaults(func=h["decode"])
 
     p = sub.add_parser("reconstruct", help="reconstruct every face of images in 3D (.obj + texture, overlay)")
@@ -127,8 +128,8 @@ def default_handlers() -> dict[str, Handler]:
     return {
         "send": _not_yet(6, "live sending"),
         "receive": _not_yet(6, "live receiving"),
-        "encode": _not_yet(5, "offline encoding"),
-        "decode": _not_yet(5, "offline decoding"),
+        "encode": lazy("codec", "run_encode"),
+        "decode": lazy("codec", "run_decode"),
         "reconstruct": lazy("reconstruct"),
         "bench": lazy("bench"),
         "eval": lazy("evaluate"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -33,7 +33,7 @@ class Box:
     def array(self) -> np.ndarray:
         return np.array([self.x0, self.y0, self.x1, self.y1], np.float64)
 
-    def iou(self, other: "Box | np.ndarray") -> float:
+    def iou(self, other: Box | np.ndarray) -> float:
         a, b = self.array, other.array if isinstance(other, Box) else np.asarray(other, np.float64)
         iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
         ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -53,7 +53,7 @@ def model_file(name: str) -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dlib_models(kind: str):
     import dlib
 

@@ -32,8 +32,7 @@ def test_help_lists_every_command():
         assert c in p.stdout
 
 
-@pytest.mark.parametrize("args, issue", [(["encode", "x.mp4"], "#5"), (["decode", "x.scap"], "#5"),
-                                          (["send", "--camera", "0"], "#6"), (["receive"], "#6")])
+@pytest.mark.parametrize("args, issue", [(["send", "--camera", "0"], "#6"), (["receive"], "#6")])
 def test_unbuilt_commands_say_which_issue(args, issue):
     line = one_line_error(streamcap(*args))
     assert "not implemented yet" in line and issue in line

@@ -10,7 +10,13 @@ from streamcap.geometry.crop import CropTransform, crop_from_landmarks
 from streamcap.geometry.export import read_obj_counts, write_obj, write_ply
 from streamcap.geometry.layout import REGION_WEIGHTS, UVLayout
 from streamcap.geometry.posmap import (
-    estimate_pose, euler_to_matrix, landmarks68, matrix_to_euler, sample_texture, vertex_normals, vertices,
+    estimate_pose,
+    euler_to_matrix,
+    landmarks68,
+    matrix_to_euler,
+    sample_texture,
+    vertex_normals,
+    vertices,
 )
 
 
@@ -115,7 +121,9 @@ def test_texture_sampling_reads_the_frame_at_the_surface(layout):
     right = v[:, 0] > 325
     assert (colours[left][:, 0] > 200).mean() > 0.99
     assert (colours[right][:, 2] > 200).mean() > 0.99
-    assert (tex[~layout.face_mask] == 0).all()
+    # off-face pixels take border colours (no black seams under bilinear filtering)
+    off = tex[~layout.face_mask]
+    assert (off.max(1) > 100).all()
 
 
 def test_obj_and_ply_export_reimport(layout, tmp_path):

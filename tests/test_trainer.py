@@ -9,14 +9,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from streamcap.bundle import load_bundle  # noqa: E402
-from streamcap.engine import create_engine  # noqa: E402
-from streamcap.engine.nets import build_generator  # noqa: E402
-from streamcap.errors import BackendUnavailable, BundleError  # noqa: E402
-from trainer.data.dataset import PosmapDataset  # noqa: E402
-from trainer.export import export_bundle  # noqa: E402
-from trainer.losses import weight_mask_tensor, weighted_position_loss  # noqa: E402
-from trainer.train import PretrainConfig, StepSampler, pretrain  # noqa: E402
+from streamcap.bundle import load_bundle
+from streamcap.engine import create_engine
+from streamcap.engine.nets import build_generator
+from streamcap.errors import BackendUnavailable, BundleError
+from trainer.data.dataset import PosmapDataset
+from trainer.export import export_bundle
+from trainer.losses import weight_mask_tensor, weighted_position_loss
+from trainer.train import PretrainConfig, StepSampler, pretrain
 
 
 def fake_cache(root, layout, n=12, val=4):

@@ -8,8 +8,8 @@ import pytest
 scipy_io = pytest.importorskip("scipy.io")
 cv2 = pytest.importorskip("cv2")
 
-from streamcap.geometry.posmap import estimate_pose  # noqa: E402
-from trainer.data.w300lp import build_shard  # noqa: E402
+from streamcap.geometry.posmap import estimate_pose
+from trainer.data.w300lp import build_shard
 
 
 def write_tiny_300wlp(tmp_path, layout, yaw_deg: float):

@@ -22,7 +22,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamcap.geometry.layout import UVLayout, grid_triangles  # noqa: E402
+from streamcap.geometry.layout import UVLayout, grid_triangles
 
 JAW = slice(0, 17)
 

@@ -25,9 +25,16 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamcap.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, MODELS_DIR, ModelSpec, load_bundle, sha256_file  # noqa: E402
-from streamcap.engine.nets import build_generator  # noqa: E402
-from streamcap.geometry.layout import UVLayout  # noqa: E402
+from streamcap.bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    MODELS_DIR,
+    ModelSpec,
+    load_bundle,
+    sha256_file,
+)
+from streamcap.engine.nets import build_generator
+from streamcap.geometry.layout import UVLayout
 
 OPSET = 17
 TOLERANCE = 1e-3
@@ -97,7 +104,7 @@ def real_crops(data: Path | None, spec: ModelSpec, n: int = 8) -> np.ndarray | N
 
 
 def export_bundle(run: Path, out: Path, ckpt: str = "best.pt", data: Path | None = None, name: str | None = None,
-                  metrics: dict | None = None) -> dict:
+                  metrics: dict | None = None, codec_basis: Path | None = None) -> dict:
     ck_path = run / ckpt if (run / ckpt).is_file() else run / "last.pt"
     model, ck = load_checkpoint(ck_path)
     spec = ModelSpec(**ck["spec"])
@@ -118,6 +125,9 @@ def export_bundle(run: Path, out: Path, ckpt: str = "best.pt", data: Path | None
     torch.save(state, out / "generator.pt")
     shutil.copy(layout_src, out / layout_src.name)
     files = {"onnx": "generator.onnx", "layout": layout_src.name, "torch": "generator.pt"}
+    if codec_basis is not None:  # the face codec's PCA basis (trainer/build_codec_basis.py)
+        shutil.copy(codec_basis, out / "codec_basis.npz")
+        files["codec_basis"] = "codec_basis.npz"
     val = ck.get("val") or {}
     manifest = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "name": name or out.name,
@@ -142,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path(".cache/dataset"), help="cache for the real-input parity check")
     ap.add_argument("--name", default=None)
     ap.add_argument("--metrics", type=Path, default=None, help="JSON of extra measured metrics to record")
+    ap.add_argument("--codec-basis", type=Path, default=None, help="codec basis .npz to ship in the bundle")
     args = ap.parse_args(argv)
     extra = json.loads(args.metrics.read_text()) if args.metrics else None
-    m = export_bundle(args.run, args.out, args.ckpt, args.data, args.name, extra)
+    m = export_bundle(args.run, args.out, args.ckpt, args.data, args.name, extra, args.codec_basis)
     size = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file())
     print(f"wrote {args.out} ({size / 1e6:.1f} MB): step {m['provenance']['step']}, "
           f"ONNX vs torch max |diff| {m['provenance']['onnx_vs_torch_max_abs']:.1e}, val {m['metrics']['val']}")

@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader, Sampler
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamcap.bundle import ModelSpec, default_layout  # noqa: E402
-from streamcap.engine.nets import DEFAULT_INPUT, build_generator  # noqa: E402
-from trainer.data.dataset import PosmapDataset, cache_meta, load_cache  # noqa: E402
-from trainer.losses import weight_mask_tensor, weighted_position_loss  # noqa: E402
+from streamcap.bundle import ModelSpec, default_layout
+from streamcap.engine.nets import DEFAULT_INPUT, build_generator
+from trainer.data.dataset import PosmapDataset, cache_meta, load_cache
+from trainer.losses import weight_mask_tensor, weighted_position_loss
 
 
 @dataclass
@@ -207,7 +207,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
             bar.update(1)
             if step % cfg.log_every == 0 and rank == 0:
                 sps = seen / (time.perf_counter() - t0)
-                rec = {"step": step, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"], "samples_per_s": sps}  # noqa: E501
+                rec = {"step": step, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"], "samples_per_s": sps}
                 bar.set_postfix(loss=f"{float(loss):.4f}", sps=f"{sps:.1f}")
                 log.write(json.dumps(rec) + "\n")
                 log.flush()

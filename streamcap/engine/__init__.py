@@ -51,4 +51,4 @@ def create_engine(bundle: Bundle, backend: str = "auto", threads: int = 0) -> En
     raise BackendUnavailable("no inference backend could load")
 
 
-__all__ = ["Engine", "create_engine", "BACKENDS"]
+__all__ = ["BACKENDS", "Engine", "create_engine"]

@@ -26,7 +26,7 @@ class CropTransform:
         return float(np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
 
     @classmethod
-    def from_box(cls, center: tuple[float, float], side: float, size: int, angle_deg: float = 0.0) -> "CropTransform":
+    def from_box(cls, center: tuple[float, float], side: float, size: int, angle_deg: float = 0.0) -> CropTransform:
         """Square box of ``side`` image pixels centred at ``center``, rotated by ``angle_deg``
         (counter-clockwise in the image), mapped onto a ``size`` x ``size`` crop."""
         k = size / float(side)

@@ -104,7 +104,7 @@ class UVLayout:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "UVLayout":
+    def load(cls, path: str | Path) -> UVLayout:
         """Load and validate a layout table; raise BundleError on anything inconsistent."""
         path = Path(path)
         try:

@@ -88,13 +88,35 @@ def estimate_pose(verts: np.ndarray, layout: UVLayout, step: int = 4) -> Pose:
 
 
 def sample_texture(image: np.ndarray, posmap: np.ndarray, layout: UVLayout | None = None) -> np.ndarray:
-    """Read the frame's colours at each UV pixel's x, y -> (S, S, C) texture (black off-face)."""
+    """Read the frame's colours at each UV pixel's x, y -> (S, S, C) texture; with a layout,
+    off-face pixels are filled from the face border (see ``fill_outside``)."""
     map_x = np.ascontiguousarray(posmap[..., 0], np.float32)
     map_y = np.ascontiguousarray(posmap[..., 1], np.float32)
     tex = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     if layout is not None:
-        tex[~layout.face_mask] = 0
+        tex = fill_outside(tex, layout.face_mask)
     return tex
+
+
+def fill_outside(tex: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Fill pixels outside ``mask`` with nearby inside colours (push-pull over a pyramid), so
+    bilinear filtering, mipmaps and JPEG blocks at the UV border never pull in black seams."""
+    w = mask.astype(np.float32)
+    acc = tex.astype(np.float32) * w[..., None]
+    levels = [(acc, w)]
+    while min(acc.shape[:2]) > 4:
+        acc = cv2.resize(acc, (acc.shape[1] // 2, acc.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        w = cv2.resize(w, (w.shape[1] // 2, w.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        levels.append((acc, w))
+    fill = levels[-1][0] / np.maximum(levels[-1][1], 1e-6)[..., None]
+    for acc, w in reversed(levels[:-1]):
+        up = cv2.resize(fill, (acc.shape[1], acc.shape[0]), interpolation=cv2.INTER_LINEAR)
+        own = acc / np.maximum(w, 1e-6)[..., None]
+        a = np.clip(w * 4.0, 0.0, 1.0)[..., None]  # pixels with any inside coverage keep their colour
+        fill = own * a + up * (1 - a)
+    out = tex.copy()
+    out[~mask] = np.clip(fill[~mask], 0, 255).astype(tex.dtype)
+    return out
 
 
 def visible_texture_mask(verts: np.ndarray, layout: UVLayout) -> np.ndarray:

@@ -77,7 +77,7 @@ class Registration:
         np.savez(path, anchors=self.anchors, teacher68=self.teacher68, mean_shape=self.mean_shape)
 
     @classmethod
-    def load(cls, path) -> "Registration":
+    def load(cls, path) -> Registration:
         with np.load(path) as z:
             return cls(z["anchors"], z["teacher68"], z["mean_shape"])
 

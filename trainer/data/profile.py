@@ -26,10 +26,10 @@ from tqdm import tqdm
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from streamcap.bundle import default_layout  # noqa: E402
-from streamcap.geometry.crop import CROP_EXPAND, crop_from_landmarks  # noqa: E402
-from streamcap.geometry.layout import UVLayout  # noqa: E402
-from streamcap.geometry.posmap import euler_to_matrix, estimate_pose  # noqa: E402
+from streamcap.bundle import default_layout
+from streamcap.geometry.crop import CROP_EXPAND, crop_from_landmarks
+from streamcap.geometry.layout import UVLayout
+from streamcap.geometry.posmap import estimate_pose, euler_to_matrix
 
 CONTEXT = 1.25
 

@@ -26,8 +26,8 @@ from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from streamcap.bundle import default_layout  # noqa: E402
-from streamcap.geometry.layout import UVLayout  # noqa: E402
+from streamcap.bundle import default_layout
+from streamcap.geometry.layout import UVLayout
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Morphable:
     uv: np.ndarray  # (N, 2)
 
     @classmethod
-    def load(cls, path: Path) -> "Morphable":
+    def load(cls, path: Path) -> Morphable:
         if path.suffix == ".npz":
             with np.load(path) as z:
                 d = {k: z[k] for k in z.files}
