@@ -24,10 +24,10 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamcap.bundle import load_bundle  # noqa: E402
-from streamcap.engine import create_engine  # noqa: E402
-from streamcap.evaluate import format_table, nme2d, nme3d, summarise, yaw_bin  # noqa: E402
-from streamcap.reconstruct import Reconstructor  # noqa: E402
+from streamcap.bundle import load_bundle
+from streamcap.engine import create_engine
+from streamcap.evaluate import format_table, nme2d, nme3d, summarise, yaw_bin
+from streamcap.reconstruct import Reconstructor
 
 
 def five_from68(lm: np.ndarray) -> np.ndarray:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:

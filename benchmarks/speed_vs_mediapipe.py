@@ -23,13 +23,13 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamcap.benchmark import stats  # noqa: E402
-from streamcap.bundle import load_bundle  # noqa: E402
-from streamcap.capture import VideoSource  # noqa: E402
-from streamcap.engine import create_engine  # noqa: E402
-from streamcap.geometry.posmap import estimate_pose, landmarks68, sample_texture, vertices  # noqa: E402
-from streamcap.reconstruct import crop_to_image  # noqa: E402
-from streamcap.track import FaceTracker  # noqa: E402
+from streamcap.benchmark import stats
+from streamcap.bundle import load_bundle
+from streamcap.capture import VideoSource
+from streamcap.engine import create_engine
+from streamcap.geometry.posmap import estimate_pose, landmarks68, sample_texture, vertices
+from streamcap.reconstruct import crop_to_image
+from streamcap.track import FaceTracker
 
 
 def ours(clip: Path, frames: int, threads: int, bundle_path: Path | None, warmup: int = 10) -> dict:

@@ -1,7 +1,5 @@
-"""``streamcap bench [CLIP]``: speed per stage on a clip (detector, landmarks, tracker, generator).
-
-Codec rate and re-render quality join this table with the offline codec (issue #5).
-"""
+"""``streamcap bench [CLIP]``: speed per stage on a clip (detector, landmarks, tracker, generator),
+then the codec's rate and re-render quality beside H.264 and AV1 (``--what codec``)."""
 
 from __future__ import annotations
 
@@ -37,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
         out["engine"] = bench_engine(bundle, backends, threads)
         print(format_stats(f"generator {bundle.name} ({bundle.spec.input_size}px), {threads} threads, ms per face",
                            out["engine"]))
-    if args.what == "codec":
-        from ..errors import NotImplementedYet
+    if args.what in ("codec", "all"):
+        from ..ratedistortion import run as rate_distortion
 
-        raise NotImplementedYet("not implemented yet: codec benchmark (see issue #5)")
+        rd_json = args.json.with_name(args.json.stem + "_codec.json") if args.json else None
+        rate_distortion(clip, args.frames, [20, 50, 80], rd_json, args.bundle)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0
