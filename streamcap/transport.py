@@ -1,0 +1,292 @@
+"""ZeroMQ transport: PUB/SUB fan-out of stream messages, a keyframe-request side channel,
+heartbeats and optional CurveZMQ encryption.
+
+Every multipart message is ``[envelope, *payload frames]``; the envelope is a small msgpack map
+``{"v": 1, "k": "d" | "h", "s": seq, "t": send time, "c": capture time}`` so receivers can
+measure latency and tell "waiting for sender" from "sender alive, no faces" (heartbeats). The
+payload frames are the face codec's, untouched. A slow receiver never stalls the sender: PUB
+drops at its high-water mark, the receiver sees the gap in the codec's sequence numbers and
+asks for a keyframe on the side channel (ROUTER on the sender, DEALER on the receiver, the PUB
+port + 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import zmq
+
+from .errors import InputError, StreamcapError
+
+log = logging.getLogger(__name__)
+ENVELOPE_VERSION = 1
+HEARTBEAT_S = 0.5
+STALLED_S = 2.0
+
+
+def side_endpoint(endpoint: str) -> str:
+    """The keyframe-request endpoint beside a PUB endpoint: same host, port + 1."""
+    m = re.fullmatch(r"(tcp://[^:]+|tcp://\[[^\]]+\]):(\d+)", endpoint)
+    if not m:
+        raise InputError(f"endpoint must look like tcp://HOST:PORT, got {endpoint!r}")
+    return f"{m.group(1)}:{int(m.group(2)) + 1}"
+
+
+@dataclass
+class CurveKeys:
+    """Key pairs written by ``keygen``: the sender's (server) and the authorised receivers'."""
+
+    folder: Path
+
+    def _load(self, name: str, secret: bool) -> tuple[bytes, bytes | None]:
+        import zmq.auth
+
+        path = self.folder / (f"{name}.key_secret" if secret else f"{name}.key")
+        if not path.is_file():
+            raise StreamcapError(f"CurveZMQ key {path} is missing (run 'streamcap keygen {self.folder}')")
+        try:
+            return zmq.auth.load_certificate(str(path))
+        except (ValueError, OSError) as exc:
+            raise StreamcapError(f"CurveZMQ key {path} is unreadable: {exc}") from exc
+
+    def server_secret(self) -> tuple[bytes, bytes]:
+        pub, sec = self._load("server", True)
+        assert sec is not None
+        return pub, sec
+
+    def server_public(self) -> bytes:
+        return self._load("server", False)[0]
+
+    def client_secret(self) -> tuple[bytes, bytes]:
+        pub, sec = self._load("client", True)
+        if sec is None:
+            raise StreamcapError(f"{self.folder / 'client.key_secret'} holds no secret key")
+        return pub, sec
+
+    def authorised(self) -> Path:
+        """Folder of public keys the sender accepts (every client*.key beside the server's)."""
+        return self.folder
+
+
+def keygen(folder: str | Path) -> list[Path]:
+    """Write server and client key pairs (secret files mode 0600) into ``folder``."""
+    import zmq.auth
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in ("server", "client"):
+        pub, sec = zmq.auth.create_certificates(str(folder), name)
+        Path(sec).chmod(0o600)
+        out += [Path(pub), Path(sec)]
+    return out
+
+
+@dataclass
+class TransportStats:
+    sent: int = 0
+    dropped: int = 0  # PUB high-water mark reached: the message was not queued
+    received: int = 0
+    malformed: int = 0
+    heartbeats: int = 0
+    lost_by_hook: int = 0
+    requests: int = 0
+
+
+class Publisher:
+    """Sender side: ``send(frames)``, ``poll_requests()``, automatic heartbeats."""
+
+    def __init__(self, bind: str = "tcp://*:5555", curve: CurveKeys | None = None, sndhwm: int = 200,
+                 ctx: zmq.Context | None = None) -> None:
+        self.ctx = ctx or zmq.Context.instance()
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self._auth = None
+        for s in (self.pub, self.router):
+            s.setsockopt(zmq.LINGER, 200)
+        self.pub.setsockopt(zmq.SNDHWM, sndhwm)
+        if curve is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(self.ctx)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(curve.authorised()))
+            pub_key, sec_key = curve.server_secret()
+            for s in (self.pub, self.router):
+                s.curve_secretkey, s.curve_publickey, s.curve_server = sec_key, pub_key, True
+        try:
+            self._bind(bind)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise StreamcapError(f"cannot bind {bind}: {exc}") from exc
+        self.seq = 0
+        self.stats = TransportStats()
+        self._last_hb = 0.0
+        self.info: dict = {}
+
+    def _bind(self, bind: str) -> None:
+        if bind.endswith(":*"):  # random ports for tests: PUB anywhere, side channel at port + 1
+            host = bind[:-2]
+            for _ in range(50):
+                port = self.pub.bind_to_random_port(host)
+                try:
+                    self.router.bind(f"{host}:{port + 1}")
+                    break
+                except zmq.ZMQError:
+                    self.pub.unbind(self.pub.getsockopt(zmq.LAST_ENDPOINT).decode())
+            else:
+                raise zmq.ZMQError(msg="no free port pair")
+        else:
+            self.pub.bind(bind)
+            self.router.bind(side_endpoint(bind))
+        self.endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+    def _envelope(self, kind: str, capture_ts: float | None, extra: dict | None = None) -> bytes:
+        self.seq += 1
+        env = {"v": ENVELOPE_VERSION, "k": kind, "s": self.seq, "t": time.time()}
+        if capture_ts is not None:
+            env["c"] = capture_ts
+        if extra:
+            env.update(extra)
+        return msgpack.packb(env)
+
+    def send(self, frames: list[bytes], capture_ts: float | None = None) -> bool:
+        """Queue one message; False if the high-water mark dropped it (never blocks)."""
+        self.heartbeat()
+        try:
+            self.pub.send_multipart([self._envelope("d", capture_ts), *frames], flags=zmq.NOBLOCK, copy=False)
+            self.stats.sent += 1
+            return True
+        except zmq.Again:
+            self.stats.dropped += 1
+            return False
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Tell receivers the sender is alive (rate-limited to one per HEARTBEAT_S)."""
+        now = time.monotonic()
+        if not force and now - self._last_hb < HEARTBEAT_S:
+            return
+        self._last_hb = now
+        try:
+            self.pub.send_multipart([self._envelope("h", None, {"i": self.info})], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def poll_requests(self) -> list[list[int] | None]:
+        """Keyframe requests since the last call: each a list of face ids, or None for all."""
+        out: list[list[int] | None] = []
+        while True:
+            try:
+                parts = self.router.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return out
+            try:
+                req = msgpack.unpackb(parts[-1])
+                ids = req.get("ids") if isinstance(req, dict) else None
+                if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+                    raise ValueError("ids")
+                out.append(ids)
+                self.stats.requests += 1
+            except (ValueError, TypeError, msgpack.UnpackException):
+                self.stats.malformed += 1
+
+    def close(self) -> None:
+        for s in (self.pub, self.router):
+            s.close(linger=200)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+
+@dataclass
+class Received:
+    frames: list[bytes]
+    seq: int
+    send_ts: float
+    capture_ts: float | None
+
+
+@dataclass
+class Subscriber:
+    """Receiver side: ``recv(timeout_s)`` -> Received or None, ``request_keyframe(ids)``."""
+
+    connect: str = "tcp://127.0.0.1:5555"
+    curve: CurveKeys | None = None
+    rcvhwm: int = 1000
+    drop_probability: float = 0.0  # test hook: lose this fraction of data messages on receipt
+    seed: int = 0
+    stats: TransportStats = field(default_factory=TransportStats)
+
+    def __post_init__(self) -> None:
+        self.ctx = zmq.Context.instance()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.dealer = self.ctx.socket(zmq.DEALER)
+        for s in (self.sub, self.dealer):
+            s.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, self.rcvhwm)
+        if self.curve is not None:
+            cpub, csec = self.curve.client_secret()
+            spub = self.curve.server_public()
+            for s in (self.sub, self.dealer):
+                s.curve_secretkey, s.curve_publickey, s.curve_serverkey = csec, cpub, spub
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        try:
+            self.sub.connect(self.connect)
+            self.dealer.connect(side_endpoint(self.connect))
+        except zmq.ZMQError as exc:
+            raise StreamcapError(f"cannot connect to {self.connect}: {exc}") from exc
+        self._rng = random.Random(self.seed)
+        self._last_heard: float | None = None
+        self.sender_info: dict = {}
+
+    @property
+    def state(self) -> str:
+        if self._last_heard is None:
+            return "waiting for sender"
+        return "live" if time.monotonic() - self._last_heard < STALLED_S else "stalled"
+
+    def recv(self, timeout_s: float = 1.0) -> Received | None:
+        """The next data message, or None when ``timeout_s`` passes without one. Heartbeats and
+        malformed messages are consumed and counted, never returned or raised."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sub.poll(int(left * 1000) + 1):
+                return None
+            parts = self.sub.recv_multipart()
+            try:
+                env = msgpack.unpackb(parts[0])
+                if not isinstance(env, dict) or env.get("v") != ENVELOPE_VERSION or env.get("k") not in ("d", "h"):
+                    raise ValueError("envelope")
+                seq, sent = int(env["s"]), float(env["t"])
+            except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+                self.stats.malformed += 1
+                continue
+            self._last_heard = time.monotonic()
+            if env["k"] == "h":
+                self.stats.heartbeats += 1
+                info = env.get("i")
+                self.sender_info = info if isinstance(info, dict) else {}
+                continue
+            if self.drop_probability and self._rng.random() < self.drop_probability:
+                self.stats.lost_by_hook += 1
+                continue
+            self.stats.received += 1
+            cap = env.get("c")
+            return Received(list(parts[1:]), seq, sent, float(cap) if isinstance(cap, (int, float)) else None)
+
+    def request_keyframe(self, face_ids: list[int] | None = None) -> None:
+        try:
+            self.dealer.send(msgpack.packb({"ids": face_ids}), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def close(self) -> None:
+        self.sub.close(0)
+        self.dealer.close(0)

@@ -1,0 +1,165 @@
+"""ZeroMQ transport on 127.0.0.1 only; every test ends by itself within a few seconds."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import zmq
+
+from streamcap.transport import CurveKeys, Publisher, Subscriber, keygen, side_endpoint
+
+
+def settle(pub: Publisher, subs: list[Subscriber], seconds: float = 0.3) -> None:
+    """PUB/SUB joins are asynchronous: heartbeat until every subscriber heard one."""
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end and any(s.state != "live" for s in subs):
+        pub.heartbeat(force=True)
+        for s in subs:
+            s.recv(0.02)
+    assert all(s.state == "live" for s in subs)
+    time.sleep(seconds / 10)
+
+
+def test_side_endpoint():
+    assert side_endpoint("tcp://*:5555") == "tcp://*:5556"
+    assert side_endpoint("tcp://127.0.0.1:7000") == "tcp://127.0.0.1:7001"
+
+
+def test_fan_out_to_two_subscribers():
+    pub = Publisher("tcp://127.0.0.1:*")
+    subs = [Subscriber(pub.endpoint), Subscriber(pub.endpoint)]
+    try:
+        settle(pub, subs)
+        for i in range(20):
+            assert pub.send([b"msg", str(i).encode()], capture_ts=time.time())
+        for s in subs:
+            got = [s.recv(1.0) for _ in range(20)]
+            assert [g.frames[1] for g in got] == [str(i).encode() for i in range(20)]
+            assert got[0].capture_ts is not None
+    finally:
+        for s in subs:
+            s.close()
+        pub.close()
+
+
+def test_late_joiner_keyframe_request_arrives_within_a_second():
+    pub = Publisher("tcp://127.0.0.1:*")
+    late = Subscriber(pub.endpoint)
+    try:
+        t0 = time.monotonic()
+        late.request_keyframe(None)
+        late.request_keyframe([3, 4])
+        reqs = []
+        while time.monotonic() - t0 < 1.0 and len(reqs) < 2:
+            reqs += pub.poll_requests()
+            time.sleep(0.01)
+        assert reqs == [None, [3, 4]]
+    finally:
+        late.close()
+        pub.close()
+
+
+def test_heartbeats_tell_waiting_live_and_stalled(monkeypatch):
+    import streamcap.transport as t
+
+    monkeypatch.setattr(t, "STALLED_S", 0.3)
+    pub = Publisher("tcp://127.0.0.1:*")
+    sub = Subscriber(pub.endpoint)
+    try:
+        assert sub.state == "waiting for sender"
+        assert sub.recv(0.1) is None
+        pub.info = {"fps": 25}
+        settle(pub, [sub])
+        assert sub.sender_info == {"fps": 25}
+        pub.close()
+        sub.recv(0.4)
+        assert sub.state == "stalled"
+    finally:
+        sub.close()
+
+
+def test_a_subscriber_that_never_reads_does_not_block_the_sender():
+    pub = Publisher("tcp://127.0.0.1:*", sndhwm=50)
+    sub = Subscriber(pub.endpoint, rcvhwm=50)
+    try:
+        settle(pub, [sub])
+        t0 = time.monotonic()
+        for _ in range(10_000):
+            pub.send([b"x" * 2000])
+        assert time.monotonic() - t0 < 10.0  # generous: it must simply not block
+        assert pub.stats.sent + pub.stats.dropped == 10_000
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_malformed_envelopes_are_counted_and_skipped():
+    pub = Publisher("tcp://127.0.0.1:*")
+    sub = Subscriber(pub.endpoint)
+    raw = zmq.Context.instance().socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    port = raw.bind_to_random_port("tcp://127.0.0.1")
+    sub.sub.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        settle(pub, [sub])
+        time.sleep(0.2)
+        for junk in ([b"\xc1garbage"], [b"\x93\x01\x02\x03", b"x"], [b""]):
+            raw.send_multipart(junk)
+        time.sleep(0.2)
+        pub.send([b"good"])
+        got = sub.recv(1.0)
+        assert got is not None and got.frames == [b"good"]
+        assert sub.recv(0.3) is None  # the two sockets' messages interleave: drain the rest
+        assert sub.stats.malformed == 3
+    finally:
+        raw.close()
+        sub.close()
+        pub.close()
+
+
+def test_loss_hook_is_reproducible():
+    pub = Publisher("tcp://127.0.0.1:*")
+    subs = [Subscriber(pub.endpoint, drop_probability=0.3, seed=7) for _ in range(2)]
+    try:
+        settle(pub, subs)
+        for i in range(100):
+            pub.send([str(i).encode()])
+        seen = []
+        for s in subs:
+            got = []
+            while (r := s.recv(0.3)) is not None:
+                got.append(r.frames[0])
+            seen.append(got)
+        assert seen[0] == seen[1] and 50 < len(seen[0]) < 90
+    finally:
+        for s in subs:
+            s.close()
+        pub.close()
+
+
+def test_curve_only_the_right_key_receives(tmp_path):
+    keygen(tmp_path / "keys")
+    keygen(tmp_path / "other")  # a stranger's client pair
+    good = CurveKeys(tmp_path / "keys")
+    pub = Publisher("tcp://127.0.0.1:*", curve=good)
+    ok = Subscriber(pub.endpoint, curve=good)
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    for f in ("client.key", "client.key_secret"):
+        (stranger / f).write_bytes((tmp_path / "other" / f).read_bytes())
+    (stranger / "server.key").write_bytes((tmp_path / "keys" / "server.key").read_bytes())
+    bad = Subscriber(pub.endpoint, curve=CurveKeys(stranger))
+    try:
+        settle(pub, [ok])
+        for _ in range(5):
+            pub.send([b"secret"])
+            time.sleep(0.05)
+        assert ok.recv(1.0).frames == [b"secret"]
+        assert bad.recv(1.0) is None and bad.state == "waiting for sender"
+    finally:
+        ok.close()
+        bad.close()
+        pub.close()
+    with pytest.raises(Exception, match="missing"):
+        CurveKeys(tmp_path / "nowhere").server_secret()
