@@ -1,0 +1,207 @@
+"""Ablation of the cycle-GAN stage on the held-out split: one row per training run.
+
+    python trainer/ablation.py pretrain=runs/pretrain d1=runs/cycle_d1 landmark=runs/cycle_lmk \\
+        render=runs/cycle_render --data .cache/dataset -o docs/ablation.md
+
+Columns, all on the held-out identities of the cache (``split == "val"``):
+
+* **NME 2D / 3D**: the 68 landmarks read from the UV map against the labels', normalised by
+  sqrt(w*h) of the label's landmark box (``validate`` in ``train.py``, the AFLW2000-3D measure).
+* **photo L1 / 1-SSIM**: the crop read into a texture at the predicted x, y and re-rendered
+  (``trainer/render.py``), compared with the crop inside the visible face mask (8-bit levels).
+* **jitter**: on held-out clips, mean length (input-crop pixels) of the high-frequency part of
+  the landmark track, e - smooth(e) with a temporal Gaussian (sigma in frames). The cache holds
+  each frame in its own crop (made from that frame's label), so the track is the prediction
+  *relative to the label* (e = prediction - label); crop and head motion cancel, and the labels'
+  own jitter is common to every row, so differences between rows are the models'.
+
+Writes the markdown table (and ``--json``); prints it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamcap.bundle import ModelSpec, default_layout
+from trainer.cycle import UVTables, landmarks, mesh_vertices
+from trainer.data.dataset import PosmapDataset, cache_meta
+from trainer.render import render, sample_image, ssim
+from trainer.train import load_generator_checkpoint, validate
+
+
+@dataclass
+class HeldOut:
+    """Held-out samples with what the jitter measure needs beside images and labels."""
+
+    data: dict[str, np.ndarray]  # images (N, C, C, 3) uint8, posmaps (N, U, U, 3)
+    identity: np.ndarray  # (N,) str
+    frame: np.ndarray  # (N,) int, -1 for photos
+    kind: np.ndarray  # (N,) str
+
+
+def load_heldout(root: Path, split: str = "val") -> HeldOut:
+    """The ``split`` samples of every shard, keeping identity, frame and kind."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("images", "posmaps", "identity", "frame", "kind")}
+    for sh in sorted(p for p in (root / "shards").glob("*.npz") if not p.name.endswith(".tmp.npz")):
+        with np.load(sh) as z:
+            keep = z["split"] == split
+            n = int(keep.sum())
+            if not n:
+                continue
+            parts["images"].append(z["images"][keep])
+            parts["posmaps"].append(z["posmaps"][keep])
+            parts["identity"].append(z["identity"][keep] if "identity" in z.files else np.array([sh.stem] * n))
+            parts["frame"].append(z["frame"][keep] if "frame" in z.files else np.full(n, -1))
+            parts["kind"].append(z["kind"][keep] if "kind" in z.files else np.array(["photo"] * n))
+    if not parts["images"]:
+        raise FileNotFoundError(f"no {split} samples under {root / 'shards'}")
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return HeldOut({"images": cat["images"], "posmaps": cat["posmaps"]}, cat["identity"].astype(str),
+                   cat["frame"].astype(np.int64), cat["kind"].astype(str))
+
+
+def gaussian_smooth(track: np.ndarray, sigma: float) -> np.ndarray:
+    """Smooth (T, ...) along time with a normalised Gaussian (edges renormalised, no padding bias)."""
+    t = track.shape[0]
+    r = max(1, int(round(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    flat = track.reshape(t, -1)
+    num = np.zeros_like(flat, dtype=np.float64)
+    den = np.zeros((t, 1))
+    for off, w in zip(range(-r, r + 1), k):
+        lo, hi = max(0, -off), min(t, t - off)
+        if hi <= lo:
+            continue
+        num[lo:hi] += w * flat[lo + off:hi + off]
+        den[lo:hi] += w
+    return (num / den).reshape(track.shape)
+
+
+def runs_of_consecutive(frames: np.ndarray) -> list[np.ndarray]:
+    """Index runs (into ``frames`` sorted) where consecutive samples are one stride apart."""
+    order = np.argsort(frames, kind="stable")
+    f = frames[order]
+    if len(f) < 2:
+        return [order]
+    step = np.diff(f)
+    stride = step[step > 0].min() if (step > 0).any() else 1
+    cuts = np.flatnonzero(step != stride) + 1
+    return [seg for seg in np.split(order, cuts) if len(seg)]
+
+
+def jitter(pred: np.ndarray, label: np.ndarray, held: HeldOut, sigma: float, min_len: int = 8) -> float:
+    """Mean px of e - smooth(e), e = (pred - label)[..., :2], over held-out clip frames."""
+    vals = []
+    is_frame = (held.kind == "frame") & (held.frame >= 0)
+    for ident in np.unique(held.identity[is_frame]):
+        idx = np.flatnonzero(is_frame & (held.identity == ident))
+        for seg in runs_of_consecutive(held.frame[idx]):
+            if len(seg) < min_len:
+                continue
+            e = (pred[idx[seg], :, :2] - label[idx[seg], :, :2]).astype(np.float64)
+            vals.append(np.linalg.norm(e - gaussian_smooth(e, sigma), axis=-1).ravel())
+    return float(np.concatenate(vals).mean()) if vals else float("nan")
+
+
+@torch.no_grad()
+def measure(model: torch.nn.Module, spec: ModelSpec, held: HeldOut, context: float, device: torch.device,
+            limit: int = 0, batch: int = 16, sigma: float = 2.0, mesh_stride: int = 2) -> dict[str, float]:
+    """NME (validate), photometric error of the re-render and landmark jitter of one model."""
+    layout = default_layout()
+    kpt = torch.as_tensor(layout.kpt_flat, device=device)
+    ds = PosmapDataset(held.data, spec.input_size, context, train=False, mean=spec.mean, std=spec.std,
+                       output_scale=spec.output_scale)
+    res = validate(model, ds, kpt, device, limit=limit, batch=batch)
+    tables = UVTables(layout, mesh_stride).to(device)
+    scale = spec.input_size * spec.output_scale
+    n = len(ds) if not limit else min(limit, len(ds))
+    model.eval()
+    l1_sum, ss_sum, px = 0.0, 0.0, 0.0
+    preds, labels = [], []
+    for s in range(0, n, batch):
+        xs, ys = zip(*(ds[i] for i in range(s, min(n, s + batch))))
+        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
+        uv = model(x).float()
+        preds.append((landmarks(uv, kpt) * scale).cpu().numpy())
+        labels.append((landmarks(y, kpt) * scale).cpu().numpy())
+        verts = mesh_vertices(uv, tables, scale)
+        r = render(verts, tables.tris, sample_image(x, verts[..., :2]), (x.shape[-2], x.shape[-1]))
+        m = r.visible
+        # back to 8-bit levels whatever the normalisation (mean 0, std 255 gives x * 255)
+        std = torch.as_tensor(spec.std, device=device, dtype=x.dtype).view(1, 3, 1, 1)
+        l1_sum += float(((r.image - x).abs() * std * m).sum() / 3)
+        comp = m * r.image + (1 - m) * x
+        ss_sum += float(((1 - ssim(comp, x)) * m).sum())
+        px += float(m.sum())
+    model.train()
+    pred, label = np.concatenate(preds), np.concatenate(labels)
+    sub = HeldOut({}, held.identity[:n], held.frame[:n], held.kind[:n])
+    res.update({"photo_l1": l1_sum / max(px, 1.0), "photo_dssim": ss_sum / max(px, 1.0),
+                "jitter_px": jitter(pred, label, sub, sigma)})
+    return res
+
+
+def table(rows: dict[str, dict[str, float]]) -> str:
+    """Markdown table of the measured rows, in the order given."""
+    head = ("| run | NME 2D (%) | NME 3D (%) | photo L1 (8-bit) | 1-SSIM | jitter (px) | samples |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n")
+    body = "".join(
+        f"| {name} | {r['val_nme2d'] * 100:.2f} | {r['val_nme3d'] * 100:.2f} | {r['photo_l1']:.2f} | "
+        f"{r['photo_dssim']:.4f} | {r['jitter_px']:.3f} | {r['val_n']} |\n" for name, r in rows.items())
+    return head + body
+
+
+def parse_run(text: str) -> tuple[str, Path]:
+    """'label=path' or 'path' (labelled by the folder's name)."""
+    if "=" in text:
+        name, path = text.split("=", 1)
+        return name, Path(path)
+    return Path(text).name, Path(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run folders (best.pt, else last.pt), optionally label=path")
+    ap.add_argument("--data", type=Path, default=Path(".cache/dataset"))
+    ap.add_argument("-o", "--out", type=Path, default=Path("docs/ablation.md"))
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--limit", type=int, default=0, help="first N held-out samples only")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--sigma", type=float, default=2.0, help="temporal smoothing of the jitter measure (frames)")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    held = load_heldout(args.data)
+    context = float(cache_meta(args.data)["context"])
+    rows: dict[str, dict[str, float]] = {}
+    for text in args.runs:
+        name, path = parse_run(text)
+        model, ck = load_generator_checkpoint(path, device)
+        spec = ModelSpec(**ck["spec"])
+        rows[name] = measure(model, spec, held, context, device, args.limit, args.batch, args.sigma)
+        print(f"{name}: {json.dumps(rows[name])}", file=sys.stderr)
+    md = ("Held-out split of the cache; NME normalised by sqrt(w*h) of the label's landmark box; "
+          f"jitter = mean |e - gauss(e, sigma={args.sigma})| in input-crop px, e = prediction - label.\n\n"
+          + table(rows))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(md)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
