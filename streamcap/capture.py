@@ -8,8 +8,9 @@ a camera that cannot be opened or delivers nothing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class Frame:
     index: int
     timestamp: float  # seconds from the start of the source
     image: np.ndarray  # (H, W, 3) uint8 BGR
+    wall: float = 0.0  # time.time() when the source delivered it (capture time for latency)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -84,7 +86,7 @@ class VideoSource:
                     delay = start + ts - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                yield Frame(index, ts, img)
+                yield Frame(index, ts, img, time.time())
                 index += 1
             if not got and index == 0:
                 raise VideoError(f"{self.path}: no decodable frame")
@@ -106,6 +108,8 @@ class CameraSource:
 
     def __init__(self, index: int, open_timeout: float = 2.0) -> None:
         self.index = index
+        # OpenCV's backends print their own warnings for a missing device; we say it in one line
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
         cap = cv2.VideoCapture(index)
         if not cap.isOpened():
             cap.release()
@@ -132,7 +136,7 @@ class CameraSource:
             ok, img = self._cap.read()
             if not ok:
                 raise CameraUnavailable(f"camera {self.index} stopped delivering frames")
-            yield Frame(index, time.perf_counter() - start, img)
+            yield Frame(index, time.perf_counter() - start, img, time.time())
             index += 1
 
     def close(self) -> None:
@@ -152,3 +156,57 @@ def open_source(camera: int | None = None, video: str | Path | None = None, loop
     if video is None:
         raise InputError("give a camera index or a video file")
     return VideoSource(video, loop=loop, realtime=realtime)
+
+
+class LatestFrame:
+    """Live view of a source: a thread reads it as fast as it delivers and keeps only the newest
+    frame, so a consumer slower than the camera (or a ``realtime`` video) always gets the freshest
+    frame instead of an ever older queued one. ``skipped`` counts frames it never saw. Errors of
+    the source (a camera that stops) are re-raised in the consumer."""
+
+    def __init__(self, source: Iterable[Frame]) -> None:
+        self.skipped = 0
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._error: BaseException | None = None
+        self._ended = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(source,), name="streamcap-capture", daemon=True)
+        self._thread.start()
+
+    def _read(self, source: Iterable[Frame]) -> None:
+        try:
+            for frame in source:
+                with self._cond:
+                    if self._frame is not None:
+                        self.skipped += 1
+                    self._frame = frame
+                    self._cond.notify()
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer
+            with self._cond:
+                self._error = exc
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify()
+
+    def __iter__(self) -> Iterator[Frame]:
+        try:
+            while True:
+                with self._cond:
+                    while self._frame is None and not self._ended:
+                        self._cond.wait(0.1)
+                    frame, self._frame = self._frame, None
+                    if frame is None:
+                        if self._error is not None:
+                            raise self._error
+                        return
+                yield frame
+        finally:
+            self._stop.set()
+
+    def stop(self) -> None:
+        """Ask the reader thread to end after the frame it is reading."""
+        self._stop.set()

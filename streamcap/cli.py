@@ -13,17 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import NotImplementedYet, StreamcapError
+from .errors import StreamcapError
 
 Handler = Callable[[argparse.Namespace], int]
 BACKENDS = ("auto", "ort", "tensorrt", "torch")
-
-
-def _not_yet(issue: int, what: str) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        raise NotImplementedYet(f"not implemented yet: {what} (see issue #{issue})")
-
-    return handler
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -41,7 +34,8 @@ def _add_codec_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.ArgumentParser:
     h = handlers or default_handlers()
-    ap = argparse.ArgumentParser(prog="streamcap", description="Real-time face capture, 3D reconstruction and compression.")
+    ap = argparse.ArgumentParser(prog="streamcap",
+                                 description="Real-time face capture, 3D reconstruction and compression.")
     ap.add_argument("--version", action="version", version=f"streamcap {__version__}")
     ap.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     ap.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
@@ -57,6 +51,7 @@ def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.Argumen
     p.add_argument("--bind", default="tcp://*:5555", help="PUB endpoint (keyframe requests on port+1)")
     p.add_argument("--curve-keys", type=Path, default=None, help="folder from 'streamcap keygen' for CurveZMQ")
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (0: until the source ends)")
+    p.add_argument("--stats", type=Path, default=None, help="write frame rate, bytes and requests as JSON on exit")
     _add_model_flags(p)
     _add_codec_flags(p)
     p.set_defaults(func=h["send"])
@@ -65,9 +60,15 @@ def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.Argumen
     p.add_argument("--connect", default="tcp://127.0.0.1:5555", help="sender's PUB endpoint")
     p.add_argument("--frames", type=int, default=0, help="stop after N rendered frames (0: until Ctrl-C)")
     p.add_argument("-o", "--output", type=Path, default=None, help="write the re-rendered video here")
-    p.add_argument("--headless", action="store_true", help="no window; print stats only")
+    p.add_argument("--headless", action="store_true",
+                   help="no window even with a display: decode and render offscreen for -o and the stats")
     p.add_argument("--curve-keys", type=Path, default=None, help="folder from 'streamcap keygen' for CurveZMQ")
     p.add_argument("--timeout", type=float, default=0.0, help="give up after N seconds without a sender (0: wait)")
+    p.add_argument("--bundle", type=Path, default=None, help="model bundle (default: the shipped one, else the one "
+                   "the stream names)")
+    p.add_argument("--stats", type=Path, default=None, help="write latency, loss and a per-frame log as JSON on exit")
+    p.add_argument("--simulate-loss", type=float, default=0.0, metavar="P",
+                   help="drop this fraction of incoming messages (to try loss recovery; default 0)")
     p.set_defaults(func=h["receive"])
 
     p = sub.add_parser("encode", help="encode a video file offline into a compact .scap stream")
@@ -126,14 +127,14 @@ def default_handlers() -> dict[str, Handler]:
         return handler
 
     return {
-        "send": _not_yet(6, "live sending"),
-        "receive": _not_yet(6, "live receiving"),
+        "send": lazy("live", "run_send"),
+        "receive": lazy("live", "run_receive"),
         "encode": lazy("codec", "run_encode"),
         "decode": lazy("codec", "run_decode"),
         "reconstruct": lazy("reconstruct"),
         "bench": lazy("bench"),
         "eval": lazy("evaluate"),
-        "keygen": _not_yet(6, "CurveZMQ keys"),
+        "keygen": lazy("live", "run_keygen"),
     }
 
 

@@ -5,9 +5,10 @@ Every multipart message is ``[envelope, *payload frames]``; the envelope is a sm
 ``{"v": 1, "k": "d" | "h", "s": seq, "t": send time, "c": capture time}`` so receivers can
 measure latency and tell "waiting for sender" from "sender alive, no faces" (heartbeats). The
 payload frames are the face codec's, untouched. A slow receiver never stalls the sender: PUB
-drops at its high-water mark, the receiver sees the gap in the codec's sequence numbers and
-asks for a keyframe on the side channel (ROUTER on the sender, DEALER on the receiver, the PUB
-port + 1).
+drops silently at each receiver's high-water mark (the sender cannot see it), the receiver
+counts the gap in the envelope sequence numbers as lost messages, its decoder sees the gap in
+the codec's sequence numbers and asks for a keyframe on the side channel (ROUTER on the
+sender, DEALER on the receiver, the PUB port + 1).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 ENVELOPE_VERSION = 1
 HEARTBEAT_S = 0.5
 STALLED_S = 2.0
+MAX_MESSAGE_PART = 17 << 20  # bytes: above the codec's per-payload limit; bigger parts cut the peer off
 
 
 def side_endpoint(endpoint: str) -> str:
@@ -90,11 +92,14 @@ def keygen(folder: str | Path) -> list[Path]:
 
 @dataclass
 class TransportStats:
+    """Message counters of one side (sender: sent, dropped, requests; receiver: the rest)."""
+
     sent: int = 0
-    dropped: int = 0  # PUB high-water mark reached: the message was not queued
-    received: int = 0
-    malformed: int = 0
+    dropped: int = 0  # the send would have blocked (PUB itself drops silently at its high-water mark)
+    received: int = 0  # data messages handed to the application
+    malformed: int = 0  # envelopes (or requests) that did not parse: skipped
     heartbeats: int = 0
+    lost: int = 0  # envelope sequence gaps (sender drops, network) plus the loss hook's drops
     lost_by_hook: int = 0
     requests: int = 0
 
@@ -230,20 +235,35 @@ class Subscriber:
         for s in (self.sub, self.dealer):
             s.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, self.rcvhwm)
-        if self.curve is not None:
-            cpub, csec = self.curve.client_secret()
-            spub = self.curve.server_public()
-            for s in (self.sub, self.dealer):
-                s.curve_secretkey, s.curve_publickey, s.curve_serverkey = csec, cpub, spub
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_PART)
+        if not 0.0 <= self.drop_probability < 1.0:
+            self.close()
+            raise InputError(f"loss probability must be in [0, 1), got {self.drop_probability}")
         try:
+            if self.curve is not None:
+                cpub, csec = self.curve.client_secret()
+                spub = self.curve.server_public()
+                for s in (self.sub, self.dealer):
+                    s.curve_secretkey, s.curve_publickey, s.curve_serverkey = csec, cpub, spub
+            self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+            side = side_endpoint(self.connect)
             self.sub.connect(self.connect)
-            self.dealer.connect(side_endpoint(self.connect))
+            self.dealer.connect(side)
         except zmq.ZMQError as exc:
+            self.close()
             raise StreamcapError(f"cannot connect to {self.connect}: {exc}") from exc
+        except StreamcapError:
+            self.close()
+            raise
         self._rng = random.Random(self.seed)
         self._last_heard: float | None = None
+        self._last_env_seq: int | None = None
         self.sender_info: dict = {}
+
+    @property
+    def heard_at(self) -> float | None:
+        """``time.monotonic()`` of the last envelope from the sender (None: never heard)."""
+        return self._last_heard
 
     @property
     def state(self) -> str:
@@ -269,6 +289,7 @@ class Subscriber:
                 self.stats.malformed += 1
                 continue
             self._last_heard = time.monotonic()
+            self._count_gap(seq)
             if env["k"] == "h":
                 self.stats.heartbeats += 1
                 info = env.get("i")
@@ -276,12 +297,21 @@ class Subscriber:
                 continue
             if self.drop_probability and self._rng.random() < self.drop_probability:
                 self.stats.lost_by_hook += 1
+                self.stats.lost += 1
                 continue
             self.stats.received += 1
             cap = env.get("c")
             return Received(list(parts[1:]), seq, sent, float(cap) if isinstance(cap, (int, float)) else None)
 
+    def _count_gap(self, seq: int) -> None:
+        """Count envelopes that never arrived; a sequence that goes back is a restarted sender."""
+        last = self._last_env_seq
+        if last is not None and seq > last + 1:
+            self.stats.lost += seq - last - 1
+        self._last_env_seq = seq
+
     def request_keyframe(self, face_ids: list[int] | None = None) -> None:
+        """Ask the sender for keyframes of ``face_ids`` (None: header, background and every face)."""
         try:
             self.dealer.send(msgpack.packb({"ids": face_ids}), flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -290,3 +320,9 @@ class Subscriber:
     def close(self) -> None:
         self.sub.close(0)
         self.dealer.close(0)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

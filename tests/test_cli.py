@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 CMDS = ("send", "receive", "encode", "decode", "reconstruct", "bench", "eval", "keygen")
 
@@ -32,10 +31,30 @@ def test_help_lists_every_command():
         assert c in p.stdout
 
 
-@pytest.mark.parametrize("args, issue", [(["send", "--camera", "0"], "#6"), (["receive"], "#6")])
-def test_unbuilt_commands_say_which_issue(args, issue):
-    line = one_line_error(streamcap(*args))
-    assert "not implemented yet" in line and issue in line
+def test_missing_camera_is_one_line():
+    assert "camera 7" in one_line_error(streamcap("send", "--camera", "7"))
+
+
+def test_live_bad_inputs(tmp_path):
+    import os
+
+    assert "no such file" in one_line_error(streamcap("send", "--video", str(tmp_path / "missing.mp4")))
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    p = subprocess.run([sys.executable, "-m", "streamcap.cli", "receive"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert "-o OUT.mp4 or --headless" in one_line_error(p)
+    assert "--simulate-loss" in one_line_error(streamcap("receive", "--headless", "--simulate-loss", "2"))
+    assert "tcp://HOST:PORT" in one_line_error(streamcap("receive", "--headless", "--connect", "localhost"))
+    assert "missing" in one_line_error(streamcap("receive", "--headless", "--curve-keys", str(tmp_path)))
+    assert "does not exist" in one_line_error(streamcap("receive", "--headless", "--stats", str(tmp_path / "a/b.json")))
+
+
+def test_keygen_writes_a_usable_pair(tmp_path):
+    p = streamcap("keygen", str(tmp_path / "keys"))
+    assert p.returncode == 0, p.stderr
+    names = sorted(f.name for f in (tmp_path / "keys").iterdir())
+    assert names == ["client.key", "client.key_secret", "server.key", "server.key_secret"]
+    assert (tmp_path / "keys" / "server.key_secret").stat().st_mode & 0o077 == 0
 
 
 def test_reconstruct_bad_inputs(tmp_path):
@@ -56,7 +75,8 @@ def test_reconstruct_writes_meshes_for_every_face(shared_data, tmp_path):
     from streamcap.geometry.export import read_obj_counts
 
     out = tmp_path / "out"
-    p = streamcap("reconstruct", str(shared_data / "images" / "group_t1.jpg"), str(shared_data / "images" / "lp_s0.jpg"),
+    images = shared_data / "images"
+    p = streamcap("reconstruct", str(images / "group_t1.jpg"), str(images / "lp_s0.jpg"),
                   "-o", str(out), "--threads", "2")
     assert p.returncode == 0, p.stderr
     summary = json.loads((out / "group_t1.json").read_text())

@@ -163,3 +163,38 @@ def test_curve_only_the_right_key_receives(tmp_path):
         pub.close()
     with pytest.raises(Exception, match="missing"):
         CurveKeys(tmp_path / "nowhere").server_secret()
+
+
+def test_lost_messages_are_counted_from_envelope_gaps():
+    pub = Publisher("tcp://127.0.0.1:*")
+    sub = Subscriber(pub.endpoint)
+    hooked = Subscriber(pub.endpoint, drop_probability=0.3, seed=1)
+    try:
+        settle(pub, [sub, hooked])
+        assert sub.heard_at is not None
+        for _ in range(10):
+            pub.send([b"a"])
+        pub.seq += 5  # as if five envelopes had been dropped at the high-water mark
+        for _ in range(10):
+            pub.send([b"b"])
+        pub.seq = 0  # a restarted sender counts from the start again: not a loss
+        pub.send([b"c"])
+        got = []
+        while (r := sub.recv(0.3)) is not None:
+            got.append(r.frames[0])
+        while hooked.recv(0.3) is not None:
+            pass
+        assert got == [b"a"] * 10 + [b"b"] * 10 + [b"c"]
+        assert sub.stats.lost == 5
+        assert hooked.stats.lost == 5 + hooked.stats.lost_by_hook and hooked.stats.lost_by_hook > 0
+    finally:
+        sub.close()
+        hooked.close()
+        pub.close()
+
+
+def test_bad_loss_probability_and_endpoint_are_refused():
+    with pytest.raises(ValueError, match="loss probability"):
+        Subscriber("tcp://127.0.0.1:5999", drop_probability=1.5)
+    with pytest.raises(ValueError, match="tcp://HOST:PORT"):
+        Subscriber("ipc:///tmp/x")

@@ -1,0 +1,567 @@
+"""``streamcap send`` / ``streamcap receive`` / ``streamcap keygen``: the live path over ZeroMQ.
+
+send: camera or video -> track -> generator -> geometry -> face codec -> PUB socket. A camera
+(or a ``--realtime`` video) is read by a thread that keeps only the newest frame, so a slow
+machine skips frames instead of falling ever further behind; keyframe requests from receivers
+are honoured on the next frame.
+receive: SUB socket -> decoder -> ModernGL -> window, mp4 or nothing (``--headless``), with a
+status line of fps, latency and loss, per face. Messages that do not parse or decode are
+counted and skipped; faces whose messages were lost are asked for again (keyframe request).
+Both stop cleanly on Ctrl-C or SIGTERM: the loop ends after the current frame, the mp4 is
+closed (playable) and the ``--stats`` JSON written; a second signal interrupts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..errors import BundleError, CodecError, InputError, TransportTimeout
+
+log = logging.getLogger(__name__)
+
+REQUEST_FACE_S = 0.2  # at most this often: keyframe requests for faces whose messages were lost
+REQUEST_ALL_S = 1.0  # at most this often: requests for everything (joining, lost header or background)
+STUCK_S = 1.0  # sender alive but nothing rendered for this long: ask for everything again
+BUNDLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+class GracefulStop:
+    """SIGINT and SIGTERM ask the loop to stop after its current step, so outputs are flushed
+    and closed on the way out; a second signal raises KeyboardInterrupt at once (a stuck source),
+    unless ``shield()`` was called: then the flushing under way is never cut short."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.callbacks: list[Callable[[], None]] = []
+        self._saved: dict[int, Any] = {}
+        self._shielded = False
+
+    def __enter__(self) -> GracefulStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._saved[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._saved.items():
+            signal.signal(sig, old)
+
+    def shield(self) -> None:
+        """From now on signals are only noted: outputs are being closed."""
+        self._shielded = True
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            if self._shielded:
+                return
+            raise KeyboardInterrupt
+        self.signum = signum
+        for cb in self.callbacks:
+            cb()
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or 0)
+
+
+class Status:
+    """Live status: on a terminal one line rewritten at most twice a second; events (sender
+    found, stalled...) as their own lines, also when stderr is not a terminal."""
+
+    def __init__(self, prog: str, stream: TextIO | None = None) -> None:
+        self.prog = prog
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last = 0.0
+        self._dirty = False
+
+    def line(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.tty and (force or now - self._last > 0.5):
+            self._last = now
+            self.stream.write("\r" + text[:160].ljust(100))
+            self.stream.flush()
+            self._dirty = True
+
+    def event(self, text: str) -> None:
+        self.done()
+        self.stream.write(f"{self.prog}: {text}\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self._dirty:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._dirty = False
+
+
+def percentiles(values: Any) -> dict[str, float | None]:
+    """p50 / p99 / mean of a sequence of numbers (None when empty), rounded for JSON."""
+    a = np.asarray(list(values), np.float64)
+    if a.size == 0:
+        return {"p50": None, "p99": None, "mean": None}
+    return {"p50": round(float(np.percentile(a, 50)), 2), "p99": round(float(np.percentile(a, 99)), 2),
+            "mean": round(float(a.mean()), 2)}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically (temp file + rename) so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _check_writable(path: Path | None, what: str) -> None:
+    if path is not None and not path.parent.is_dir():
+        raise InputError(f"{what} {path}: folder {path.parent} does not exist")
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from ..transport import keygen
+
+    if args.folder.exists() and not args.folder.is_dir():
+        raise InputError(f"{args.folder} exists and is not a folder")
+    paths = keygen(args.folder)
+    print(f"wrote {', '.join(p.name for p in paths)} to {args.folder}: give server.key, client.key and "
+          f"client.key_secret to receivers; keep server.key_secret on the sender")
+    return 0
+
+
+# ----------------------------------------------------------------------------------- send
+
+
+def run_send(args: argparse.Namespace) -> int:
+    """Capture -> faces -> codec -> PUB until the source ends, ``--frames`` or a signal."""
+    from streamcap_codecs.encoder import FaceStreamEncoder
+    from streamcap_codecs.wire import to_frames
+
+    from ..bundle import load_bundle
+    from ..capture import LatestFrame, open_source
+    from ..detect import FaceDetector
+    from ..engine import create_engine
+    from ..pipeline import FacePipeline
+    from ..reconstruct import Reconstructor
+    from ..track import FaceTracker
+    from ..transport import CurveKeys, Publisher, side_endpoint
+
+    if not args.bind.endswith(":*"):
+        side_endpoint(args.bind)  # a malformed endpoint fails now, before the model loads
+    if args.frames < 0:
+        raise InputError("--frames must be >= 0")
+    if args.kbps is not None and not args.kbps > 0:
+        raise InputError("--kbps must be positive")
+    if args.keyframe_every < 0:
+        raise InputError("--keyframe-every must be >= 0")
+    _check_writable(args.stats, "--stats")
+    curve = CurveKeys(args.curve_keys) if args.curve_keys else None
+    if curve is not None:
+        curve.server_secret()  # a missing key fails now, in one line, before anything loads
+    # the cheap checks first: a missing camera or video fails before the model loads
+    src = open_source(camera=args.camera, video=args.video, loop=args.loop, realtime=args.realtime)
+    live = args.camera is not None or args.realtime
+    pub = latest = None
+    status = Status("streamcap send")
+    frames = sent_bytes = requests = 0
+    t0 = time.monotonic()
+    stage_ms: deque[float] = deque(maxlen=1000)
+    with GracefulStop() as stop:
+        try:
+            bundle = load_bundle(args.bundle)
+            from .codec import load_codec
+
+            basis = load_codec(bundle)
+            rec = Reconstructor(bundle, create_engine(bundle, args.backend, threads=args.threads))
+            pipe = FacePipeline(rec, FaceTracker(crop_size=bundle.spec.input_size,
+                                                 detector=FaceDetector(args.detector)))
+            enc = FaceStreamEncoder(basis, bundle.layout, quality=args.quality, kbps=args.kbps,
+                                    keyframe_every_s=args.keyframe_every, fps=src.fps, bundle_id=bundle.name)
+            pub = Publisher(args.bind, curve=curve)
+            status.event(f"sending on {pub.endpoint} (keyframe requests on the next port)")
+            if live:
+                latest = LatestFrame(src)
+                stop.callbacks.append(latest.stop)
+            t0 = time.monotonic()
+            times: deque[float] = deque(maxlen=30)
+            for frame in latest if latest is not None else src:
+                if stop.requested:
+                    break
+                res = pipe.process(frame.index, frame.timestamp, frame.image)
+                for ids in pub.poll_requests():
+                    requests += 1
+                    for fid in [None] if ids is None else ids:
+                        enc.request_keyframe(fid)
+                faces = [(tid, f.vertices, f.texture) for tid, f in res.faces]
+                for m in enc.encode(res.image, faces, ts=res.timestamp, frame_index=res.index):
+                    fr = to_frames(m)
+                    sent_bytes += sum(len(x) for x in fr)
+                    pub.send(fr, capture_ts=frame.wall)
+                frames += 1
+                stage_ms.append(res.times.track + res.times.engine)
+                times.append(time.monotonic())
+                fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+                secs = max(time.monotonic() - t0, 1e-6)
+                pub.info = {"fps": round(fps, 1), "faces": len(faces), "frame": res.index}
+                skipped = latest.skipped if latest is not None else 0
+                status.line(f"frame {res.index}  {fps:5.1f} fps  faces {len(faces)}  "
+                            f"{sent_bytes * 8 / 1000 / secs:7.1f} kbit/s  track+model {stage_ms[-1]:5.1f} ms  "
+                            f"skipped {skipped}  keyframe requests {requests}")
+                if args.frames and frames >= args.frames:
+                    break
+        finally:
+            stop.shield()
+            if latest is not None:
+                latest.stop()
+            if pub is not None:
+                pub.close()
+            src.close()
+            status.done()
+            secs = max(time.monotonic() - t0, 1e-6)
+            skipped = latest.skipped if latest is not None else 0
+            if args.stats is not None:
+                write_json(args.stats, {
+                    "frames": frames, "skipped": skipped, "bytes": sent_bytes, "seconds": round(secs, 3),
+                    "fps": round(frames / secs, 2), "keyframe_requests": requests,
+                    "track_model_ms": percentiles(stage_ms), "stopped_by": stop.name or None})
+    how = f"stopped by {stop.name} after" if stop.requested else "sent"
+    print(f"streamcap send: {how} {frames} frames ({frames / secs:.1f} fps, {skipped} skipped to stay live), "
+          f"{sent_bytes} bytes, {requests} keyframe requests", file=sys.stderr)
+    return stop.exit_code if stop.requested else 0
+
+
+# ----------------------------------------------------------------------------------- receive
+
+
+def _window_possible() -> bool:
+    """A window needs a display and an OpenCV built with GUI support."""
+    from ..render.renderer import _cv2_has_gui
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    return _cv2_has_gui()
+
+
+@dataclass
+class FaceStats:
+    """Per face id: frames shown, frames shown stale (its message lost), latencies when fresh."""
+
+    shown: int = 0
+    stale: int = 0
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+
+
+@dataclass
+class ReceiveStats:
+    """What ``receive`` measured; written as JSON with ``--stats`` and summarised on stderr."""
+
+    connect: str
+    rendered: int = 0
+    bad: int = 0  # messages the codec rejected (malformed, forged, wrong bundle)
+    keyframe_requests: int = 0
+    frames_before_first: int = 0  # sender frames seen between first hearing it and the first render
+    first_heard: float | None = None
+    first_frame: float | None = None
+    last_frame: float | None = None
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=20000))
+    faces: dict[int, FaceStats] = field(default_factory=dict)
+    frames: deque = field(default_factory=lambda: deque(maxlen=100000))
+
+    def fps(self) -> float:
+        if self.first_frame is None or self.last_frame is None or self.rendered < 2:
+            return 0.0
+        return (self.rendered - 1) / max(self.last_frame - self.first_frame, 1e-6)
+
+    def face_summary(self) -> str:
+        parts = []
+        for fid, f in sorted(self.faces.items()):
+            lat = np.median(f.latency_ms) if f.latency_ms else float("nan")
+            parts.append(f"face {fid}: {lat:.0f} ms, {100 * f.stale / max(f.shown, 1):.0f}% stale")
+        return "  ".join(parts)
+
+    def to_json(self, transport: Any, stopped_by: str | None, started: float) -> dict:
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round(t - started, 3)
+
+        join = None if self.first_frame is None or self.first_heard is None else self.first_frame - self.first_heard
+        return {
+            "connect": self.connect, "rendered": self.rendered, "fps": round(self.fps(), 2),
+            "latency_ms": percentiles(self.latency_ms),
+            "faces": {str(fid): {"shown": f.shown, "stale": f.stale, "latency_ms": percentiles(f.latency_ms)}
+                      for fid, f in sorted(self.faces.items())},
+            "messages": transport.received, "lost": transport.lost, "lost_by_hook": transport.lost_by_hook,
+            "malformed": transport.malformed, "heartbeats": transport.heartbeats, "bad": self.bad,
+            "keyframe_requests": self.keyframe_requests, "first_heard_s": rel(self.first_heard),
+            "first_frame_s": rel(self.first_frame), "join_s": None if join is None else round(join, 3),
+            "join_frames": self.frames_before_first, "stopped_by": stopped_by, "frame_log": list(self.frames),
+        }
+
+
+class _Codec:
+    """The bundle-dependent half of a receiver: decoder and renderer for one codec basis."""
+
+    def __init__(self, bundle: Any, window: bool, old: _Codec | None = None) -> None:
+        from streamcap_codecs.decoder import FaceStreamDecoder
+
+        from ..render import FaceRenderer
+        from .codec import load_codec
+
+        self.bundle = bundle
+        self.basis = load_codec(bundle)
+        self.decoder = FaceStreamDecoder(self.basis, bundle.layout)
+        if old is not None and old.bundle.layout.hash == bundle.layout.hash:
+            self.renderer, old.renderer = old.renderer, None
+        else:
+            if old is not None:
+                old.close()
+            self.renderer = FaceRenderer(640, 480, bundle.layout, window=window)
+
+    def accepts(self, hdr: Any) -> bool:
+        return hdr.basis_id == self.basis.id and hdr.layout_hash == self.bundle.layout.hash
+
+    def close(self) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+            self.renderer = None
+
+
+def stuck_after(sender_info: dict) -> float:
+    """Seconds without a rendered frame after which a live stream counts as stuck: STUCK_S, or
+    three of the sender's frame intervals when it runs slower than 3 fps."""
+    fps = sender_info.get("fps")
+    if isinstance(fps, (int, float)) and fps > 0:
+        return max(STUCK_S, 3.0 / fps)
+    return STUCK_S
+
+
+def _shipped_bundle(name: str) -> Any | None:
+    """A shipped bundle by the name a stream header gives, or None (the name comes from the
+    network: only plain names inside the package's models folder are looked up)."""
+    from ..bundle import MODELS_DIR, load_bundle
+
+    if not BUNDLE_NAME.fullmatch(name) or ".." in name:
+        return None
+    try:
+        return load_bundle(MODELS_DIR / name)
+    except BundleError:
+        return None
+
+
+def _digest(arrays: list[np.ndarray]) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def run_receive(args: argparse.Namespace) -> int:
+    """SUB -> decoder -> renderer -> window / mp4 / stats until ``--frames``, a signal or a timeout."""
+    from streamcap_codecs.messages import FrameStart, StreamHeader
+    from streamcap_codecs.wire import from_frames
+
+    from ..bundle import load_bundle
+    from ..transport import CurveKeys, Subscriber, side_endpoint
+    from ..videowriter import VideoWriter
+
+    side_endpoint(args.connect)  # a malformed endpoint fails now, before the renderer starts
+    if args.frames < 0 or args.timeout < 0:
+        raise InputError("--frames and --timeout must be >= 0")
+    if not 0.0 <= args.simulate_loss < 1.0:
+        raise InputError(f"--simulate-loss must be in [0, 1), got {args.simulate_loss:g}")
+    window = not args.headless and _window_possible()
+    if not window and args.output is None and not args.headless:
+        raise InputError("no display for a window here: give -o OUT.mp4 or --headless")
+    _check_writable(args.output, "output")
+    _check_writable(args.stats, "--stats")
+    curve = CurveKeys(args.curve_keys) if args.curve_keys else None
+    if curve is not None:
+        curve.client_secret(), curve.server_public()  # missing keys: one line now
+    # load the codec before connecting, so joining costs only the keyframe round trip
+    codec: _Codec | None = None
+    try:
+        bundle = load_bundle(args.bundle)
+    except BundleError:
+        if args.bundle is not None:
+            raise
+        bundle = None  # no default bundle here: use the one the stream names
+    status = Status("streamcap receive")
+    stats = ReceiveStats(args.connect)
+    started = time.monotonic()
+    sub = writer = None
+    warned: set[str] = set()
+    with GracefulStop() as stop:
+        try:
+            if bundle is not None:
+                codec = _Codec(bundle, window)
+            sub = Subscriber(args.connect, curve=curve, drop_probability=args.simulate_loss, seed=0)
+            header_seen = False
+            state = ""
+            last_all = last_face = started
+            last_progress = started
+            captures: dict[float, float] = {}  # stream ts -> capture time, for frames finished later
+            black: dict[tuple[int, int], np.ndarray] = {}
+            sub.request_keyframe(None)  # joining: the header, the background and every face's keyframe
+            stats.keyframe_requests += 1
+            closed = False
+            while not (stop.requested or closed or (args.frames and stats.rendered >= args.frames)):
+                r = sub.recv(0.2)
+                now = time.monotonic()
+                if sub.state != state:
+                    state = sub.state
+                    if state == "live" and stats.first_heard is None:
+                        stats.first_heard = now
+                    status.event(f"{state} ({args.connect})" if state != "live" else f"sender live at {args.connect}")
+                if sub.state != "live":
+                    silent = now - (sub.heard_at or started)
+                    if args.timeout and silent > args.timeout:
+                        if stats.rendered == 0:
+                            raise TransportTimeout(f"no stream from {args.connect} within {args.timeout:g} s")
+                        status.event(f"sender silent for {args.timeout:g} s: stopping")
+                        break
+                elif now - max(last_progress, last_all) > (stuck_after(sub.sender_info) if header_seen
+                                                           else REQUEST_ALL_S):
+                    # alive but nothing decodes (header or keyframes lost, a forged sequence
+                    # number...): ask for everything; the header resets the decoder
+                    sub.request_keyframe(None)
+                    stats.keyframe_requests += 1
+                    last_all = now
+                if r is None:
+                    status.line(f"{sub.state}  ({args.connect})  rendered {stats.rendered}", force=True)
+                    continue
+                try:
+                    msg = from_frames(r.frames)
+                except CodecError as exc:
+                    stats.bad += 1
+                    log.info("bad message skipped: %s", exc)
+                    continue
+                if isinstance(msg, FrameStart) and stats.first_frame is None:
+                    stats.frames_before_first += 1
+                if isinstance(msg, StreamHeader):
+                    if codec is None or not codec.accepts(msg):
+                        other = None if args.bundle is not None else _shipped_bundle(msg.bundle_id)
+                        if other is None or not (other.layout.hash == msg.layout_hash):
+                            stats.bad += 1
+                            if msg.bundle_id not in warned:
+                                warned.add(msg.bundle_id)
+                                status.event(f"stream uses bundle {msg.bundle_id!r} (codec {msg.basis_id}), "
+                                             "which this receiver does not have: skipping its messages")
+                            continue
+                        codec = _Codec(other, window, codec)
+                        if not codec.accepts(msg):
+                            stats.bad += 1
+                            continue
+                    if writer is None and args.output is not None:
+                        writer = VideoWriter(args.output, msg.fps if msg.fps > 0 else 30.0)
+                    header_seen = True
+                elif not header_seen or codec is None:
+                    continue  # mid-stream: nothing decodes before the header and keyframes we asked for
+                if r.capture_ts is not None:
+                    captures[msg.ts] = r.capture_ts
+                    if len(captures) > 256:
+                        for k in sorted(captures)[:128]:
+                            del captures[k]
+                try:
+                    done = codec.decoder.feed(msg)
+                except CodecError as exc:
+                    stats.bad += 1
+                    log.info("message rejected: %s", exc)
+                    continue
+                dec = codec.decoder
+                if dec.need_keyframe and now - last_face > REQUEST_FACE_S:
+                    sub.request_keyframe(sorted(dec.need_keyframe))
+                    stats.keyframe_requests += 1
+                    last_face = now
+                if dec.header is not None and dec.background is None and now - last_all > REQUEST_ALL_S:
+                    sub.request_keyframe(None)  # the background plate was lost
+                    stats.keyframe_requests += 1
+                    last_all = now
+                for fr in done:
+                    if not fr.faces and fr.need_keyframe and fr.background is None:
+                        continue  # nothing to show yet
+                    hdr = dec.header
+                    size = (int(hdr.width) or 640, int(hdr.height) or 480) if hdr is not None else (640, 480)
+                    if fr.background is not None:
+                        bg = fr.background
+                    else:
+                        bg = black.setdefault(size, np.zeros((size[1], size[0], 3), np.uint8))
+                    img = codec.renderer.render(bg, [(f.posmap, f.texture) for f in fr.faces])
+                    if window and not codec.renderer.show(img):
+                        status.event("window closed")
+                        closed = True
+                    done_at = time.time()
+                    cap = captures.get(fr.ts)
+                    lat = (done_at - cap) * 1e3 if cap is not None else None
+                    if writer is not None:
+                        writer.write(img)
+                    now = time.monotonic()
+                    stats.rendered += 1
+                    last_progress = now
+                    if stats.first_frame is None:
+                        stats.first_frame = now
+                        heard = stats.first_heard or started
+                        status.event(f"first frame {now - heard:.2f} s after hearing the sender "
+                                     f"({stats.frames_before_first} sender frames)")
+                    stats.last_frame = now
+                    if lat is not None:
+                        stats.latency_ms.append(lat)
+                    for f in fr.faces:
+                        fs = stats.faces.setdefault(f.face_id, FaceStats())
+                        fs.shown += 1
+                        fs.stale += f.stale
+                        if lat is not None and not f.stale:
+                            fs.latency_ms.append(lat)
+                    stats.frames.append({
+                        "i": fr.frame_index, "ts": fr.ts, "t": round(now - started, 3), "complete": fr.complete,
+                        "lat": None if lat is None else round(lat, 2),
+                        "faces": [[f.face_id, int(f.stale), int(f.keyframe)] for f in fr.faces],
+                        "geo": _digest([f.vertices for f in fr.faces]), "img": _digest([img])})
+                    med = np.median(stats.latency_ms) if stats.latency_ms else float("nan")
+                    status.line(f"{sub.state}  frame {fr.frame_index}  {stats.fps():5.1f} fps  latency {med:5.0f} ms  "
+                                f"lost {sub.stats.lost}  bad {stats.bad + sub.stats.malformed}  "
+                                f"{stats.face_summary()}")
+        finally:
+            stop.shield()
+            if writer is not None:
+                writer.close()
+            if codec is not None:
+                codec.close()
+            if sub is not None:
+                sub.close()
+            status.done()
+            if args.stats is not None and sub is not None:
+                write_json(args.stats, stats.to_json(sub.stats, stop.name or None, started))
+    t = sub.stats
+    med = np.median(stats.latency_ms) if stats.latency_ms else float("nan")
+    how = f"stopped by {stop.name} after" if stop.requested else "received"
+    out = f", {args.output} holds them" if args.output is not None else ""
+    print(f"streamcap receive: {how} {stats.rendered} frames ({stats.fps():.1f} fps{out}), median latency "
+          f"{med:.1f} ms, {t.lost} messages lost, {stats.bad + t.malformed} bad skipped, "
+          f"{stats.keyframe_requests} keyframe requests  {stats.face_summary()}", file=sys.stderr)
+    return stop.exit_code if stop.requested else 0
