@@ -123,3 +123,38 @@ def test_pretrain_learns_checkpoints_resumes_and_exports(tmp_path, layout):
     (bundle_dir / "generator.onnx").write_bytes(b"\0" * 100)
     with pytest.raises(BundleError):
         load_bundle(bundle_dir)
+
+
+def test_sigterm_to_the_process_group_saves_a_resumable_checkpoint(tmp_path, layout):
+    """`kill -- -PGID` (or a job scheduler) reaches the DataLoader workers too: the run must still
+    save last.pt and exit 130, not die in a worker error."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cache = fake_cache(tmp_path / "cache", layout, n=24, val=4)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(repo / "trainer" / "train.py"), "pretrain", "--data", str(cache), "--out", str(run),
+         "--steps", "100000", "--batch", "2", "--workers", "1", "--threads", "1", "--ckpt-every", "100000",
+         "--val-every", "100000", "--log-every", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        metrics = run / "metrics.jsonl"
+        while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["step"] >= 2

@@ -8,8 +8,8 @@
 ``pretrain`` is the supervised stage: the weighted-mask loss (16:4:3:0) between predicted and
 pseudo-labelled UV maps. Checkpoints are self-describing ({model_name, cfg, spec, state_dict,
 step, optimizer, scheduler, best_val, rng}); ``last.pt`` is written every ``--ckpt-every`` steps
-and on Ctrl-C, ``best.pt`` whenever the validation NME improves (Ctrl-C and SIGTERM save too); ``--resume`` continues from
-``last.pt`` exactly (same data order, same schedule). Metrics go to ``metrics.jsonl`` (and
+and on Ctrl-C, ``best.pt`` whenever the validation NME improves (Ctrl-C and SIGTERM save too);
+``--resume`` continues from ``last.pt`` exactly (same data order, same schedule). Metrics go to ``metrics.jsonl`` (and
 TensorBoard when it is installed).
 
 ``cycle`` fine-tunes a pretrained generator with the cycle-GAN stage of ``trainer/cycle.py``
@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +47,12 @@ from trainer.models.discriminators import LandmarkDiscriminator, UVDiscriminator
 
 
 @dataclass
-class PretrainConfig:
+class RunConfig:
+    """What every stage shares: data, schedule, checkpoints, logging. Stages add their own fields."""
+
     data: str = ".cache/dataset"
-    out: str = "runs/pretrain"
-    arch: str = "light"
-    input_size: int = 0  # 0: the arch's default
-    width: float = 1.0
-    steps: int = 20000
+    out: str = "runs/run"
+    steps: int = 10000
     batch: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -66,7 +65,33 @@ class PretrainConfig:
     log_every: int = 20
     val_limit: int = 0
     resume: bool = False
+
+
+@dataclass
+class PretrainConfig(RunConfig):
+    out: str = "runs/pretrain"
+    steps: int = 20000
+    arch: str = "light"
+    input_size: int = 0  # 0: the arch's default
+    width: float = 1.0
     extra: dict = field(default_factory=dict)
+
+
+def add_run_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
+    """One flag per RunConfig field (``--val-every``...), defaults from the stage's config ``d``."""
+    for f in fields(RunConfig):
+        flag, default = "--" + f.name.replace("_", "-"), getattr(d, f.name)
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_true")
+        else:
+            p.add_argument(flag, type=type(default), default=default)
+
+
+def quiet_worker(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which saves a checkpoint and
+    then shuts them down; a worker killed first would make the main process die without saving."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class StepSampler(Sampler[int]):
@@ -91,7 +116,7 @@ class StepSampler(Sampler[int]):
         return 2**62
 
 
-def cosine_lr(step: int, cfg: PretrainConfig) -> float:
+def cosine_lr(step: int, cfg: RunConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -167,7 +192,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     kpt = torch.as_tensor(layout.kpt_flat, device=device)
     sampler = StepSampler(len(ds), cfg.batch, cfg.seed, step, rank, world)
     loader = DataLoader(ds, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
-                        persistent_workers=cfg.workers > 0, drop_last=True)
+                        persistent_workers=cfg.workers > 0, drop_last=True, worker_init_fn=quiet_worker)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     use_amp = device.type == "cuda"
     log = open(out / "metrics.jsonl", "a")
@@ -216,7 +241,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
             bar.update(1)
             if step % cfg.log_every == 0 and rank == 0:
                 sps = seen / (time.perf_counter() - t0)
-                rec = {"step": step, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"], "samples_per_s": sps}
+                rec = {"step": step, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"],
+                       "samples_per_s": sps}
                 bar.set_postfix(loss=f"{float(loss):.4f}", sps=f"{sps:.1f}")
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
@@ -232,7 +258,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 if tb:
                     tb.add_scalar("val/nme2d", result["val_nme2d"], step)
                     tb.add_scalar("val/nme3d", result["val_nme3d"], step)
-                tqdm.write(f"step {step}: val NME 2D {result['val_nme2d'] * 100:.2f}%  3D {result['val_nme3d'] * 100:.2f}%")
+                tqdm.write(f"step {step}: val NME 2D {result['val_nme2d'] * 100:.2f}%  "
+                           f"3D {result['val_nme3d'] * 100:.2f}%")
                 if result["val_nme2d"] < best:
                     best = result["val_nme2d"]
                     checkpoint(out / "best.pt", {"val": result})
@@ -240,7 +267,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         checkpoint(last)
         bar.close()
         print(f"interrupted at step {step}: saved {last} (resume with --resume)", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     checkpoint(last, {"val": result})
     bar.close()
     log.close()
@@ -253,35 +280,23 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
 
 @dataclass
-class CycleTrainConfig:
+class CycleTrainConfig(RunConfig):
     """The ``cycle`` stage: fine-tune a pretrained generator with critics and render cycles.
 
     ``loss`` holds CycleConfig overrides on top of ``preset`` (the ablation column).
     """
 
-    init: str = "runs/pretrain"  # pretrain run folder (best.pt, else last.pt) or a checkpoint file
-    data: str = ".cache/dataset"
     out: str = "runs/cycle"
-    preset: str = "render"
-    steps: int = 10000
-    batch: int = 16
     lr: float = 2e-4
-    lr_d: float = 2e-4
-    weight_decay: float = 1e-4
     warmup: int = 200
+    init: str = "runs/pretrain"  # pretrain run folder (best.pt, else last.pt) or a checkpoint file
+    preset: str = "render"
+    lr_d: float = 2e-4
     clip: float = 10.0  # generator gradient-norm clip (0: off)
     d1_width: int = 32
     d1_size: int = 128  # D1 sees the UV map resized to this
     d2_hidden: int = 256
     unlabelled_frac: float = 0.5  # training samples whose labels are hidden (fixed per sample)
-    seed: int = 0
-    workers: int = 1
-    threads: int = 0
-    val_every: int = 1000
-    ckpt_every: int = 250
-    log_every: int = 20
-    val_limit: int = 0
-    resume: bool = False
     loss: dict = field(default_factory=dict)
 
 
@@ -337,7 +352,6 @@ def cycle(cfg: CycleTrainConfig) -> dict:
     critics = [p for d in (d1, d2) if d is not None for p in d.parameters()]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(critics, lr=cfg.lr_d, betas=(0.5, 0.999)) if critics else None
-    sched = PretrainConfig(lr=cfg.lr, warmup=cfg.warmup, steps=cfg.steps)  # cosine_lr's fields
     step, best = 0, float("inf")
     if resuming:
         opt.load_state_dict(ck0["optimizer"])
@@ -358,7 +372,8 @@ def cycle(cfg: CycleTrainConfig) -> dict:
     cds = LabelDropDataset(ds, cfg.unlabelled_frac, cfg.seed)
     kpt = torch.as_tensor(layout.kpt_flat, device=device)
     loader = DataLoader(cds, batch_size=cfg.batch, sampler=StepSampler(len(cds), cfg.batch, cfg.seed, step),
-                        num_workers=cfg.workers, persistent_workers=cfg.workers > 0, drop_last=True)
+                        num_workers=cfg.workers, persistent_workers=cfg.workers > 0, drop_last=True,
+                        worker_init_fn=quiet_worker)
     log = open(out / "metrics.jsonl", "a")
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -391,7 +406,7 @@ def cycle(cfg: CycleTrainConfig) -> dict:
     try:
         while step < cfg.steps:
             batch = {k: v.to(device, non_blocking=True) for k, v in next(it).items()}
-            lr = cosine_lr(step, sched)
+            lr = cosine_lr(step, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
             if opt_d is not None:
@@ -469,16 +484,13 @@ def add_cycle_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cycle", help="cycle-GAN stage on a pretrained generator (D1, D2, render cycles)")
     d = CycleTrainConfig()
     p.add_argument("--init", default=d.init, help="pretrain run folder or checkpoint")
-    p.add_argument("--data", default=d.data)
-    p.add_argument("--out", default=d.out)
     p.add_argument("--preset", choices=tuple(PRESETS), default=d.preset,
                    help="ablation column: which terms are on (see trainer/cycle.py)")
-    for name in ("steps", "batch", "warmup", "d1_width", "d1_size", "d2_hidden", "seed", "workers", "threads",
-                 "val_every", "ckpt_every", "log_every", "val_limit"):
+    add_run_flags(p, d)
+    for name in ("d1_width", "d1_size", "d2_hidden"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("lr", "lr_d", "weight_decay", "clip", "unlabelled_frac"):
+    for name in ("lr_d", "clip", "unlabelled_frac"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
-    p.add_argument("--resume", action="store_true")
     g = p.add_argument_group("loss weights and cycle knobs (default: the preset's)")
     for name, typ, default in config_fields():
         if name in ("input_size", "output_scale", "amp"):  # from the checkpoint's spec / the device
@@ -499,24 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="stage", required=True)
     p = sub.add_parser("pretrain", help="supervised weighted-mask training of the generator")
     d = PretrainConfig()
-    p.add_argument("--data", default=d.data)
-    p.add_argument("--out", default=d.out)
+    add_run_flags(p, d)
     p.add_argument("--arch", choices=("light", "prnet"), default=d.arch)
     p.add_argument("--input-size", type=int, default=d.input_size)
     p.add_argument("--width", type=float, default=d.width)
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--val-every", type=int, default=d.val_every)
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--val-limit", type=int, default=d.val_limit)
-    p.add_argument("--resume", action="store_true")
     add_cycle_parser(sub)
     return ap
 
@@ -524,8 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.stage == "pretrain":
-        fields = PretrainConfig.__dataclass_fields__
-        cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+        known = PretrainConfig.__dataclass_fields__
+        cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k in known})
         res = pretrain(cfg)
         print(json.dumps(res))
     elif args.stage == "cycle":
