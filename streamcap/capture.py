@@ -196,10 +196,10 @@ class LatestFrame:
         try:
             while True:
                 with self._cond:
-                    while self._frame is None and not self._ended:
+                    while self._frame is None and not self._ended and not self._stop.is_set():
                         self._cond.wait(0.1)
                     frame, self._frame = self._frame, None
-                    if frame is None:
+                    if frame is None or self._stop.is_set():
                         if self._error is not None:
                             raise self._error
                         return
@@ -210,3 +210,11 @@ class LatestFrame:
     def stop(self) -> None:
         """Ask the reader thread to end after the frame it is reading."""
         self._stop.set()
+        with self._cond:
+            self._cond.notify()
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the reader thread and wait for it; True once it no longer touches the source."""
+        self.stop()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

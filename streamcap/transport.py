@@ -303,6 +303,10 @@ class Subscriber:
             cap = env.get("c")
             return Received(list(parts[1:]), seq, sent, float(cap) if isinstance(cap, (int, float)) else None)
 
+    def pending(self) -> bool:
+        """True when a message is already waiting (the caller is behind the stream)."""
+        return bool(self.sub.poll(0))
+
     def _count_gap(self, seq: int) -> None:
         """Count envelopes that never arrived; a sequence that goes back is a restarted sender."""
         last = self._last_env_seq

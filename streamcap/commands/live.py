@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 REQUEST_FACE_S = 0.2  # at most this often: keyframe requests for faces whose messages were lost
 REQUEST_ALL_S = 1.0  # at most this often: requests for everything (joining, lost header or background)
 STUCK_S = 1.0  # sender alive but nothing rendered for this long: ask for everything again
+LATE_S = 0.1  # a frame sent longer ago than this (or two frame intervals), with more queued: not rendered
 BUNDLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -190,7 +191,7 @@ def run_send(args: argparse.Namespace) -> int:
     live = args.camera is not None or args.realtime
     pub = latest = None
     status = Status("streamcap send")
-    frames = sent_bytes = requests = 0
+    frames = sent_bytes = requests = encode_errors = 0
     t0 = time.monotonic()
     stage_ms: deque[float] = deque(maxlen=1000)
     with GracefulStop() as stop:
@@ -220,8 +221,14 @@ def run_send(args: argparse.Namespace) -> int:
                     for fid in [None] if ids is None else ids:
                         enc.request_keyframe(fid)
                 faces = [(tid, f.vertices, f.texture) for tid, f in res.faces]
-                for m in enc.encode(res.image, faces, ts=res.timestamp, frame_index=res.index):
-                    fr = to_frames(m)
+                try:
+                    out = [to_frames(m) for m in enc.encode(res.image, faces, ts=res.timestamp,
+                                                            frame_index=res.index)]
+                except (ValueError, CodecError) as exc:  # one bad frame must not end the stream
+                    encode_errors += 1
+                    log.warning("frame %d not sent: %s", res.index, exc)
+                    out = []
+                for fr in out:
                     sent_bytes += sum(len(x) for x in fr)
                     pub.send(fr, capture_ts=frame.wall)
                 frames += 1
@@ -238,18 +245,17 @@ def run_send(args: argparse.Namespace) -> int:
                     break
         finally:
             stop.shield()
-            if latest is not None:
-                latest.stop()
             if pub is not None:
                 pub.close()
-            src.close()
+            if latest is None or latest.close(2.0):
+                src.close()  # (a reader thread still inside the source keeps it: the process is ending)
             status.done()
             secs = max(time.monotonic() - t0, 1e-6)
             skipped = latest.skipped if latest is not None else 0
             if args.stats is not None:
                 write_json(args.stats, {
                     "frames": frames, "skipped": skipped, "bytes": sent_bytes, "seconds": round(secs, 3),
-                    "fps": round(frames / secs, 2), "keyframe_requests": requests,
+                    "fps": round(frames / secs, 2), "keyframe_requests": requests, "encode_errors": encode_errors,
                     "track_model_ms": percentiles(stage_ms), "stopped_by": stop.name or None})
     how = f"stopped by {stop.name} after" if stop.requested else "sent"
     print(f"streamcap send: {how} {frames} frames ({frames / secs:.1f} fps, {skipped} skipped to stay live), "
@@ -284,6 +290,7 @@ class ReceiveStats:
 
     connect: str
     rendered: int = 0
+    skipped: int = 0  # decoded but not rendered: the receiver was behind
     bad: int = 0  # messages the codec rejected (malformed, forged, wrong bundle)
     keyframe_requests: int = 0
     frames_before_first: int = 0  # sender frames seen between first hearing it and the first render
@@ -312,7 +319,8 @@ class ReceiveStats:
 
         join = None if self.first_frame is None or self.first_heard is None else self.first_frame - self.first_heard
         return {
-            "connect": self.connect, "rendered": self.rendered, "fps": round(self.fps(), 2),
+            "connect": self.connect, "rendered": self.rendered, "skipped": self.skipped,
+            "fps": round(self.fps(), 2),
             "latency_ms": percentiles(self.latency_ms),
             "faces": {str(fid): {"shown": f.shown, "stale": f.stale, "latency_ms": percentiles(f.latency_ms)}
                       for fid, f in sorted(self.faces.items())},
@@ -327,14 +335,12 @@ class ReceiveStats:
 class _Codec:
     """The bundle-dependent half of a receiver: decoder and renderer for one codec basis."""
 
-    def __init__(self, bundle: Any, window: bool, old: _Codec | None = None) -> None:
+    def __init__(self, bundle: Any, basis: Any, window: bool, old: _Codec | None = None) -> None:
         from streamcap_codecs.decoder import FaceStreamDecoder
 
         from ..render import FaceRenderer
-        from .codec import load_codec
 
-        self.bundle = bundle
-        self.basis = load_codec(bundle)
+        self.bundle, self.basis = bundle, basis
         self.decoder = FaceStreamDecoder(self.basis, bundle.layout)
         if old is not None and old.bundle.layout.hash == bundle.layout.hash:
             self.renderer, old.renderer = old.renderer, None
@@ -361,17 +367,24 @@ def stuck_after(sender_info: dict) -> float:
     return STUCK_S
 
 
-def _shipped_bundle(name: str) -> Any | None:
-    """A shipped bundle by the name a stream header gives, or None (the name comes from the
-    network: only plain names inside the package's models folder are looked up)."""
+def _shipped_codec(hdr: Any) -> tuple[Any, Any] | None:
+    """(bundle, codec basis) of the shipped bundle a stream header names, if its codec is the
+    header's; else None. The name comes from the network: only plain names inside the
+    package's models folder are looked up."""
     from ..bundle import MODELS_DIR, load_bundle
+    from .codec import load_codec
 
+    name = hdr.bundle_id
     if not BUNDLE_NAME.fullmatch(name) or ".." in name:
         return None
     try:
-        return load_bundle(MODELS_DIR / name)
-    except BundleError:
+        bundle = load_bundle(MODELS_DIR / name)
+        basis = load_codec(bundle)
+    except (BundleError, CodecError, ValueError, OSError):
         return None
+    if basis.id != hdr.basis_id or bundle.layout.hash != hdr.layout_hash:
+        return None
+    return bundle, basis
 
 
 def _digest(arrays: list[np.ndarray]) -> str:
@@ -389,6 +402,7 @@ def run_receive(args: argparse.Namespace) -> int:
     from ..bundle import load_bundle
     from ..transport import CurveKeys, Subscriber, side_endpoint
     from ..videowriter import VideoWriter
+    from .codec import load_codec
 
     side_endpoint(args.connect)  # a malformed endpoint fails now, before the renderer starts
     if args.frames < 0 or args.timeout < 0:
@@ -407,10 +421,11 @@ def run_receive(args: argparse.Namespace) -> int:
     codec: _Codec | None = None
     try:
         bundle = load_bundle(args.bundle)
+        basis = load_codec(bundle)
     except BundleError:
         if args.bundle is not None:
             raise
-        bundle = None  # no default bundle here: use the one the stream names
+        bundle = basis = None  # no usable default bundle here: use the one the stream names
     status = Status("streamcap receive")
     stats = ReceiveStats(args.connect)
     started = time.monotonic()
@@ -419,7 +434,7 @@ def run_receive(args: argparse.Namespace) -> int:
     with GracefulStop() as stop:
         try:
             if bundle is not None:
-                codec = _Codec(bundle, window)
+                codec = _Codec(bundle, basis, window)
             sub = Subscriber(args.connect, curve=curve, drop_probability=args.simulate_loss, seed=0)
             header_seen = False
             state = ""
@@ -465,18 +480,16 @@ def run_receive(args: argparse.Namespace) -> int:
                     stats.frames_before_first += 1
                 if isinstance(msg, StreamHeader):
                     if codec is None or not codec.accepts(msg):
-                        other = None if args.bundle is not None else _shipped_bundle(msg.bundle_id)
-                        if other is None or not (other.layout.hash == msg.layout_hash):
+                        key = f"{msg.bundle_id}/{msg.basis_id}"
+                        found = None if args.bundle is not None or key in warned else _shipped_codec(msg)
+                        if found is None:  # not decodable here (or forged): skip, say so once
                             stats.bad += 1
-                            if msg.bundle_id not in warned:
-                                warned.add(msg.bundle_id)
+                            if key not in warned:
+                                warned.add(key)
                                 status.event(f"stream uses bundle {msg.bundle_id!r} (codec {msg.basis_id}), "
                                              "which this receiver does not have: skipping its messages")
                             continue
-                        codec = _Codec(other, window, codec)
-                        if not codec.accepts(msg):
-                            stats.bad += 1
-                            continue
+                        codec = _Codec(*found, window, codec)
                     if writer is None and args.output is not None:
                         writer = VideoWriter(args.output, msg.fps if msg.fps > 0 else 30.0)
                     header_seen = True
@@ -506,6 +519,19 @@ def run_receive(args: argparse.Namespace) -> int:
                     if not fr.faces and fr.need_keyframe and fr.background is None:
                         continue  # nothing to show yet
                     hdr = dec.header
+                    fps = float(hdr.fps) if hdr is not None and hdr.fps > 0 else 30.0
+                    # behind (more queued, this frame already old): decode it, show a newer one
+                    late = time.time() - r.send_ts > max(LATE_S, 2.0 / fps) and sub.pending()
+                    entry: dict[str, Any] = {
+                        "i": fr.frame_index, "ts": fr.ts, "complete": fr.complete, "shown": int(not late),
+                        "faces": [[f.face_id, int(f.stale), int(f.keyframe)] for f in fr.faces]}
+                    if args.stats is not None:
+                        entry["geo"] = _digest([f.vertices for f in fr.faces])
+                    if late:
+                        stats.skipped += 1
+                        entry["t"] = round(time.monotonic() - started, 3)
+                        stats.frames.append(entry)
+                        continue
                     size = (int(hdr.width) or 640, int(hdr.height) or 480) if hdr is not None else (640, 480)
                     if fr.background is not None:
                         bg = fr.background
@@ -537,15 +563,14 @@ def run_receive(args: argparse.Namespace) -> int:
                         fs.stale += f.stale
                         if lat is not None and not f.stale:
                             fs.latency_ms.append(lat)
-                    stats.frames.append({
-                        "i": fr.frame_index, "ts": fr.ts, "t": round(now - started, 3), "complete": fr.complete,
-                        "lat": None if lat is None else round(lat, 2),
-                        "faces": [[f.face_id, int(f.stale), int(f.keyframe)] for f in fr.faces],
-                        "geo": _digest([f.vertices for f in fr.faces]), "img": _digest([img])})
+                    entry.update(t=round(now - started, 3), lat=None if lat is None else round(lat, 2))
+                    if args.stats is not None:
+                        entry["img"] = _digest([img])
+                    stats.frames.append(entry)
                     med = np.median(stats.latency_ms) if stats.latency_ms else float("nan")
                     status.line(f"{sub.state}  frame {fr.frame_index}  {stats.fps():5.1f} fps  latency {med:5.0f} ms  "
                                 f"lost {sub.stats.lost}  bad {stats.bad + sub.stats.malformed}  "
-                                f"{stats.face_summary()}")
+                                f"skipped {stats.skipped}  {stats.face_summary()}")
         finally:
             stop.shield()
             if writer is not None:
