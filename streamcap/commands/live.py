@@ -452,6 +452,7 @@ def run_receive(args: argparse.Namespace) -> int:
                     state = sub.state
                     if state == "live" and stats.first_heard is None:
                         stats.first_heard = now
+                        last_all = now  # the request queued at start went out on connecting
                     status.event(f"{state} ({args.connect})" if state != "live" else f"sender live at {args.connect}")
                 if sub.state != "live":
                     silent = now - (sub.heard_at or started)
