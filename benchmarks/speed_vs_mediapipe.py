@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, key in (("track (dlib 68, detect every 10)", "track_ms"), ("crop + generator (ORT)", "crop_generator_ms"),
                       ("geometry (mesh, lmk, pose, tex)", "geometry_ms"), ("streamcap total", "total_ms")):
         s = o[key]
-        print(f"{name:<34}{s['p50']:>8.2f}{s['p99']:>8.2f}{s['mean']:>8.2f}   {o['points_per_face'] if key == 'total_ms' else ''}")
+        points = o["points_per_face"] if key == "total_ms" else ""
+        print(f"{name:<34}{s['p50']:>8.2f}{s['p99']:>8.2f}{s['mean']:>8.2f}   {points}")
     m = res["mediapipe"]
     if m:
         print(f"{'MediaPipe FaceMesh (tracking)':<34}{m['ms_p50']:>8.2f}{m['ms_p99']:>8.2f}{m['ms_mean']:>8.2f}   468")

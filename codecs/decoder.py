@@ -62,7 +62,8 @@ class DecodedFrame:
     """A frame as the decoder could rebuild it.
 
     ``frame_index`` is -1 when the frame's FrameStart was lost. ``background`` (H, W, 3) uint8
-    is the latest plate (shared between frames: read-only). ``need_keyframe`` lists faces waiting for a keyframe; ``gap`` says
+    is the latest plate (shared between frames: read-only). ``need_keyframe`` lists faces waiting for a
+    keyframe; ``gap`` says
     messages were lost or rejected since the previous frame; ``complete`` that every message
     the FrameStart announced arrived and decoded.
     """

@@ -122,7 +122,8 @@ def summarise(errs2: list[list[float]], errs3: list[list[float]], misses: int) -
 
 def format_table(results: dict[str, dict]) -> str:
     """A plain-text table: one row per method, NME in % per bin, balanced and overall."""
-    head = f"{'method':<12}{'dim':<5}" + "".join(f"{n:>10}" for n in BIN_NAMES) + f"{'balanced':>10}{'all':>8}{'miss':>6}"
+    bins = "".join(f"{n:>10}" for n in BIN_NAMES)
+    head = f"{'method':<12}{'dim':<5}{bins}{'balanced':>10}{'all':>8}{'miss':>6}"
     rows = [head, "-" * len(head)]
     for method, r in results.items():
         for dim in ("nme2d", "nme3d"):

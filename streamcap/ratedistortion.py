@@ -67,7 +67,8 @@ class Judge:
         return {"landmark_px256": float(np.mean(lds)), "psnr_face_db": float(np.mean(psnrs)), "frames": len(lds)}
 
 
-def video_codec(frames: list[np.ndarray], fps: float, codec: str, kbps: float, tmp: Path) -> tuple[float, list[np.ndarray]]:
+def video_codec(frames: list[np.ndarray], fps: float, codec: str, kbps: float,
+                tmp: Path) -> tuple[float, list[np.ndarray]]:
     """Encode at a target bitrate with PyAV, return (actual kbit/s, decoded frames)."""
     path = tmp / f"{codec}_{kbps}.mkv"
     h, w = frames[0].shape[:2]
@@ -158,7 +159,8 @@ def run(clip: Path, n_frames: int, qualities: list[int], json_path: Path | None,
     print(f"{args.clip.name}: {len(src)} frames {res['size'][0]}x{res['size'][1]} @ {fps:g} fps")
     print(f"{'method':<22}{'kbit/s':>9}{'lmk px@256':>12}{'PSNR face':>11}")
     for r in res["streamcap"]:
-        print(f"{'streamcap q' + str(r['quality']):<22}{r['kbps']:>9.1f}{r['landmark_px256']:>12.2f}{r['psnr_face_db']:>10.2f}")
+        name = f"streamcap q{r['quality']}"
+        print(f"{name:<22}{r['kbps']:>9.1f}{r['landmark_px256']:>12.2f}{r['psnr_face_db']:>10.2f}")
     for codec in ("libx264", "libsvtav1"):
         for r in res[codec]:
             print(f"{codec + ' ' + str(r['target_kbps']) + 'k':<22}{r['kbps']:>9.1f}{r['landmark_px256']:>12.2f}"

@@ -40,7 +40,8 @@ def deformation_fields(layout: UVLayout, rank: int, seed: int = 0) -> np.ndarray
     return np.stack(out).astype(np.float32)
 
 
-def synthetic_basis(layout: UVLayout, rank: int = 8, k: int = 8, n: int = 60, seed: int = 0) -> tuple[GeometryBasis, np.ndarray]:
+def synthetic_basis(layout: UVLayout, rank: int = 8, k: int = 8, n: int = 60,
+                    seed: int = 0) -> tuple[GeometryBasis, np.ndarray]:
     """Fit a basis to ``n`` random posed faces made of ``rank`` deformation fields (so the fit
     also goes through pose normalisation). Returns (basis, fields)."""
     rng = np.random.default_rng(seed + 1)

@@ -45,7 +45,8 @@ def test_yaw_bins():
 def test_balanced_mean_weights_bins_equally():
     gt = square68()
     samples = [AflwSample("a", np.zeros((8, 8, 3), np.uint8), gt, 10.0)] * 3 + \
-              [AflwSample("b", np.zeros((8, 8, 3), np.uint8), gt, 45.0), AflwSample("c", np.zeros((8, 8, 3), np.uint8), gt, 80.0)]
+              [AflwSample("b", np.zeros((8, 8, 3), np.uint8), gt, 45.0),
+               AflwSample("c", np.zeros((8, 8, 3), np.uint8), gt, 80.0)]
     errs = {10.0: 1.0, 45.0: 4.0, 80.0: 7.0}
 
     def predict(img, g, it=iter(samples)):
@@ -77,7 +78,8 @@ def write_aflw(folder, shared_data, n=4):
         lm = lmk.predict(img, boxes[0])
         pt3d = np.vstack([lm.T, np.zeros((1, 68))])
         cv2.imwrite(str(folder / f"img{k}.jpg"), img)
-        scipy_io.savemat(folder / f"img{k}.mat", {"pt3d_68": pt3d, "Pose_Para": np.array([[0.0, 0.1 * k, 0, 0, 0, 0, 1]])})
+        pose = np.array([[0.0, 0.1 * k, 0, 0, 0, 0, 1]])
+        scipy_io.savemat(folder / f"img{k}.mat", {"pt3d_68": pt3d, "Pose_Para": pose})
         k += 1
         if k == n:
             break

@@ -113,7 +113,8 @@ def export_bundle(run: Path, out: Path, ckpt: str = "best.pt", data: Path | None
     out.mkdir(parents=True, exist_ok=True)
     sha = git_sha()
     onnx_path = out / "generator.onnx"
-    export_onnx(model, spec, onnx_path, {"streamcap.spec": json.dumps(asdict(spec)), "streamcap.layout_hash": layout.hash,
+    export_onnx(model, spec, onnx_path, {"streamcap.spec": json.dumps(asdict(spec)),
+                                         "streamcap.layout_hash": layout.hash,
                                          "streamcap.layout_version": str(layout.version), "streamcap.git_sha": sha})
     diff = parity(model, onnx_path, spec, real_crops(data, spec))
     if diff > TOLERANCE:

@@ -100,7 +100,7 @@ def register(layout: UVLayout, teacher: np.ndarray, dlib68: np.ndarray) -> Regis
     # current correspondences, re-pick each teacher point's nearest vertex, repeat.
     src_pts, dst_pts = s * kv @ rot.T + t, mean[teacher68]
     anchors = np.zeros(len(mean), np.int64)
-    for it in range(4):
+    for _ in range(4):
         keep = _separated(src_pts, 2.0 * s)
         op = rbf_operator(src_pts[keep], canon_a, smooth=5.0 * s)
         warped = canon_a + op @ (dst_pts[keep] - src_pts[keep])
