@@ -37,20 +37,32 @@ def _five(lm: np.ndarray) -> np.ndarray:
 
 def test_model_landmarks_match_human_annotation_on_held_out_people(shared_data, rec):
     det, lmk = FaceDetector(), LandmarkPredictor()
-    errs = []
+    errs, yaws, turns = [], [], []
     for jpg in sorted((shared_data / "images" / "d3dfr").glob("*.jpg"))[:12]:
         img = read_image(jpg)
         boxes = det.detect(img)
         if not boxes:
             continue
-        face = rec.run(img, rec.crops_for([lmk.predict(img, boxes[0])]))[0]
+        d68 = lmk.predict(img, boxes[0])
+        face = rec.run(img, rec.crops_for([d68]))[0]
         ref = np.loadtxt(jpg.with_suffix(".txt")).reshape(5, 2)
         wh = np.ptp(face.landmarks[:, :2], 0)
         errs.append(np.linalg.norm(_five(face.landmarks) - ref, axis=1).mean() / np.sqrt(wh[0] * wh[1]))
         assert face.vertices.shape == (43867, 3) and np.isfinite(face.vertices).all()
-        assert abs(face.pose.yaw) < 45
+        yaws.append(face.pose.yaw)
+        # a model-free cue for the head turn: dlib's nose tip off the eye-corner midpoint, in eye widths
+        turns.append((d68[30, 0] - (d68[36, 0] + d68[45, 0]) / 2) / np.linalg.norm(d68[45] - d68[36]))
     assert len(errs) >= 8
     assert np.mean(errs) < 0.06
+    yaws, turns = np.array(yaws), np.array(turns)
+    # these photos are within about 35 degrees of frontal: no pose may come out as a profile
+    assert np.abs(yaws).max() < 60
+    # clearly turned heads get the right sign, and yaw grows with the turn
+    clear = np.abs(turns) >= 0.1
+    assert clear.sum() >= 2 and (np.sign(yaws[clear]) == np.sign(turns[clear])).all()
+    from scipy.stats import spearmanr
+
+    assert spearmanr(yaws, turns).statistic > 0.6
 
 
 def test_batch_of_faces_equals_faces_one_by_one(shared_data, rec):
