@@ -30,6 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -153,6 +154,22 @@ def validate(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, devic
     return {"val_nme2d": float(torch.cat(e2).mean()), "val_nme3d": float(torch.cat(e3).mean()), "val_n": n}
 
 
+def validate_and_log(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, device: torch.device,
+                     limit: int, step: int, log: IO[str], tb: object | None) -> dict[str, float]:
+    """validate() at ``step``, recorded where every stage records it: metrics.jsonl, TensorBoard, the bar."""
+    from tqdm import tqdm
+
+    result = validate(model, ds, kpt, device, limit)
+    result["step"] = step
+    log.write(json.dumps(result) + "\n")
+    log.flush()
+    if tb is not None:
+        tb.add_scalar("val/nme2d", result["val_nme2d"], step)
+        tb.add_scalar("val/nme3d", result["val_nme3d"], step)
+    tqdm.write(f"step {step}: val NME 2D {result['val_nme2d'] * 100:.2f}%  3D {result['val_nme3d'] * 100:.2f}%")
+    return result
+
+
 def pretrain(cfg: PretrainConfig) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -251,15 +268,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
             if step % cfg.ckpt_every == 0:
                 checkpoint(last)
             if (step % cfg.val_every == 0 or step == cfg.steps) and rank == 0:
-                result = validate(model, vds, kpt, device, cfg.val_limit)
-                result["step"] = step
-                log.write(json.dumps(result) + "\n")
-                log.flush()
-                if tb:
-                    tb.add_scalar("val/nme2d", result["val_nme2d"], step)
-                    tb.add_scalar("val/nme3d", result["val_nme3d"], step)
-                tqdm.write(f"step {step}: val NME 2D {result['val_nme2d'] * 100:.2f}%  "
-                           f"3D {result['val_nme3d'] * 100:.2f}%")
+                result = validate_and_log(model, vds, kpt, device, cfg.val_limit, step, log, tb)
                 if result["val_nme2d"] < best:
                     best = result["val_nme2d"]
                     checkpoint(out / "best.pt", {"val": result})
@@ -445,15 +454,7 @@ def cycle(cfg: CycleTrainConfig) -> dict:
             if step % cfg.ckpt_every == 0:
                 checkpoint(last)
             if step % cfg.val_every == 0 or step == cfg.steps:
-                result = validate(model, vds, kpt, device, cfg.val_limit)
-                result["step"] = step
-                log.write(json.dumps(result) + "\n")
-                log.flush()
-                if tb:
-                    tb.add_scalar("val/nme2d", result["val_nme2d"], step)
-                    tb.add_scalar("val/nme3d", result["val_nme3d"], step)
-                tqdm.write(f"step {step}: val NME 2D {result['val_nme2d'] * 100:.2f}%  "
-                           f"3D {result['val_nme3d'] * 100:.2f}%")
+                result = validate_and_log(model, vds, kpt, device, cfg.val_limit, step, log, tb)
                 if result["val_nme2d"] < best:
                     best = result["val_nme2d"]
                     checkpoint(out / "best.pt", {"val": result})
