@@ -205,8 +205,9 @@ def test_late_joiner_gets_a_keyframe_and_renders_at_once(sender, tmp_path):
             late.kill()
     a, b = load(tmp_path / "a.json"), load(tmp_path / "b.json")
     # the sender sends no periodic keyframes: the late joiner's first faces are the ones it asked
-    # for, and they came within a few sender frames of it hearing the stream
-    assert b["rendered"] == 5 and b["join_frames"] <= 5, b
+    # for, and they came within one second of stream (30 sender frames of this 30 fps clip) of it
+    # hearing the stream; counted in stream frames, not wall-clock, so a busy CI machine is no excuse
+    assert b["rendered"] == 5 and b["join_frames"] <= 30, b
     assert all(k == 1 for _, _, k in b["frame_log"][0]["faces"]) and b["frame_log"][0]["faces"]
     print(f"late joiner: first frame {b['join_s']} s after hearing the sender ({b['join_frames']} sender frames)")
     # the first receiver got the same keyframe (PUB fans out) and decoded the same frames
