@@ -228,6 +228,20 @@ def test_cycle_command_trains_checkpoints_resumes_and_loads_for_export(tmp_path,
     assert model(torch.rand(1, 3, S, S)).shape == (1, 3, 256, 256)
 
 
+def test_supervised_preset_skips_batches_without_labels(tmp_path, layout):
+    """Preset 'pretrain' with every sample unlabelled has nothing to learn from: the run goes on."""
+    from trainer.train import main
+
+    cache = _cache(tmp_path / "cache", layout)
+    init = _pretrained(tmp_path / "pre")
+    out = tmp_path / "sup"
+    args = ["cycle", "--init", str(init), "--data", str(cache), "--out", str(out), "--preset", "pretrain",
+            "--unlabelled-frac", "1.0", "--steps", "2", "--batch", "2", "--workers", "0", "--threads", "1",
+            "--val-every", "2", "--log-every", "1"]
+    assert main(args) == 0
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 2
+
+
 def test_ablation_writes_a_table(tmp_path, layout):
     from trainer.ablation import gaussian_smooth, main
 

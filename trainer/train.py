@@ -424,10 +424,13 @@ def cycle(cfg: CycleTrainConfig) -> dict:
             keep: dict[str, torch.Tensor] = {}
             losses = cycle_step(batch, models, ccfg, keep)
             opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            if cfg.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
+            # a batch can carry nothing to learn from under a preset (e.g. 'pretrain' on a batch
+            # whose samples are all unlabelled): skip the update instead of failing
+            if losses["total"].requires_grad:
+                losses["total"].backward()
+                if cfg.clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                opt.step()
             dlosses: dict[str, torch.Tensor] = {}
             if opt_d is not None:
                 dlosses = discriminator_step(batch, models, ccfg, keep)
