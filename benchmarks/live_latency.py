@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamcap.benchmark import stats
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "videos" / "lp_d19.mp4"
 
@@ -66,14 +68,6 @@ class Proc:
             os.killpg(self.p.pid, signal.SIGKILL)
             self.p.wait(10)
             return None
-
-
-def pct(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p99": None, "mean": None}
-    a = np.asarray(values)
-    return {"p50": round(float(np.percentile(a, 50)), 1), "p99": round(float(np.percentile(a, 99)), 1),
-            "mean": round(float(a.mean()), 1)}
 
 
 def measure(endpoint: str, n: int, seconds: float, warmup: float, tmp: Path, env: dict[str, str]) -> dict:
@@ -116,9 +110,9 @@ def measure(endpoint: str, n: int, seconds: float, warmup: float, tmp: Path, env
         "fps_per_receiver": {"mean": round(float(np.mean(fps)), 2) if fps else None,
                              "min": round(float(np.min(fps)), 2) if fps else None},
         "stream_fps": round(float(np.mean(stream_fps)), 2) if stream_fps else None,
-        "latency_ms": pct(lat), "frames_measured": len(lat), "messages_lost": lost,
+        "latency_ms": stats(lat, digits=1), "frames_measured": len(lat), "messages_lost": lost,
         "stale_face_pct": round(100 * stale / shown, 2) if shown else None,
-        "join_s": pct(joins),
+        "join_s": stats(joins, digits=2),
     }
 
 
@@ -175,7 +169,7 @@ def main() -> int:
     for r in results:
         f, lat = r["fps_per_receiver"], r["latency_ms"]
         print(f"{r['receivers']:>9} {r['joined']:>6} {_num(r['stream_fps']):>10} {_num(f['mean']):>9} "
-              f"{_num(f['min']):>8} {_num(lat['p50']):>8} {_num(lat['p99']):>8} {r['messages_lost']:>6} "
+              f"{_num(f['min']):>8} {_num(lat.get('p50')):>8} {_num(lat.get('p99')):>8} {r['messages_lost']:>6} "
               f"{_num(r['stale_face_pct']):>7}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))

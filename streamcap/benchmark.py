@@ -16,12 +16,15 @@ import numpy as np
 from .capture import VideoSource
 
 
-def stats(times_ms: Iterable[float]) -> dict[str, float]:
+def stats(times_ms: Iterable[float], digits: int | None = None) -> dict[str, float]:
+    """n, p50, p99 and mean of a series ({"n": 0} when empty); ``digits`` rounds them for JSON."""
     t = np.asarray(list(times_ms), np.float64)
     if t.size == 0:
         return {"n": 0}
-    return {"n": int(t.size), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99)),
-            "mean": float(t.mean())}
+    out = {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99)), "mean": float(t.mean())}
+    if digits is not None:
+        out = {k: round(v, digits) for k, v in out.items()}
+    return {"n": int(t.size), **out}
 
 
 def timed(fn: Callable[[], object], repeat: int, warmup: int = 3) -> dict[str, float]:

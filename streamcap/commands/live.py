@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..benchmark import stats as summarise
 from ..errors import BundleError, CodecError, InputError, TransportTimeout
 
 log = logging.getLogger(__name__)
@@ -123,15 +124,6 @@ class Status:
             self.stream.write("\n")
             self.stream.flush()
             self._dirty = False
-
-
-def percentiles(values: Any) -> dict[str, float | None]:
-    """p50 / p99 / mean of a sequence of numbers (None when empty), rounded for JSON."""
-    a = np.asarray(list(values), np.float64)
-    if a.size == 0:
-        return {"p50": None, "p99": None, "mean": None}
-    return {"p50": round(float(np.percentile(a, 50)), 2), "p99": round(float(np.percentile(a, 99)), 2),
-            "mean": round(float(a.mean()), 2)}
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -256,7 +248,7 @@ def run_send(args: argparse.Namespace) -> int:
                 write_json(args.stats, {
                     "frames": frames, "skipped": skipped, "bytes": sent_bytes, "seconds": round(secs, 3),
                     "fps": round(frames / secs, 2), "keyframe_requests": requests, "encode_errors": encode_errors,
-                    "track_model_ms": percentiles(stage_ms), "stopped_by": stop.name or None})
+                    "track_model_ms": summarise(stage_ms, digits=2), "stopped_by": stop.name or None})
     how = f"stopped by {stop.name} after" if stop.requested else "sent"
     print(f"streamcap send: {how} {frames} frames ({frames / secs:.1f} fps, {skipped} skipped to stay live), "
           f"{sent_bytes} bytes, {requests} keyframe requests", file=sys.stderr)
@@ -321,8 +313,8 @@ class ReceiveStats:
         return {
             "connect": self.connect, "rendered": self.rendered, "skipped": self.skipped,
             "fps": round(self.fps(), 2),
-            "latency_ms": percentiles(self.latency_ms),
-            "faces": {str(fid): {"shown": f.shown, "stale": f.stale, "latency_ms": percentiles(f.latency_ms)}
+            "latency_ms": summarise(self.latency_ms, digits=2),
+            "faces": {str(fid): {"shown": f.shown, "stale": f.stale, "latency_ms": summarise(f.latency_ms, digits=2)}
                       for fid, f in sorted(self.faces.items())},
             "messages": transport.received, "lost": transport.lost, "lost_by_hook": transport.lost_by_hook,
             "malformed": transport.malformed, "heartbeats": transport.heartbeats, "bad": self.bad,
