@@ -28,9 +28,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import numpy as np
 import torch
@@ -154,6 +155,14 @@ def validate(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, devic
     return {"val_nme2d": float(torch.cat(e2).mean()), "val_nme3d": float(torch.cat(e3).mean()), "val_n": n}
 
 
+def stop_interrupted(checkpoint: Callable[[Path], None], last: Path, bar: object, step: int) -> NoReturn:
+    """Ctrl-C / SIGTERM in any stage: save ``last`` so ``--resume`` continues, say so, exit 130."""
+    checkpoint(last)
+    bar.close()  # type: ignore[attr-defined]
+    print(f"interrupted at step {step}: saved {last} (resume with --resume)", file=sys.stderr)
+    raise SystemExit(130)
+
+
 def validate_and_log(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, device: torch.device,
                      limit: int, step: int, log: IO[str], tb: object | None) -> dict[str, float]:
     """validate() at ``step``, recorded where every stage records it: metrics.jsonl, TensorBoard, the bar."""
@@ -273,10 +282,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                     best = result["val_nme2d"]
                     checkpoint(out / "best.pt", {"val": result})
     except KeyboardInterrupt:
-        checkpoint(last)
-        bar.close()
-        print(f"interrupted at step {step}: saved {last} (resume with --resume)", file=sys.stderr)
-        raise SystemExit(130) from None
+        stop_interrupted(checkpoint, last, bar, step)
     checkpoint(last, {"val": result})
     bar.close()
     log.close()
@@ -461,11 +467,8 @@ def cycle(cfg: CycleTrainConfig) -> dict:
                 if result["val_nme2d"] < best:
                     best = result["val_nme2d"]
                     checkpoint(out / "best.pt", {"val": result})
-    except KeyboardInterrupt as exc:
-        checkpoint(last)
-        bar.close()
-        print(f"interrupted at step {step}: saved {last} (resume with --resume)", file=sys.stderr)
-        raise SystemExit(130) from exc
+    except KeyboardInterrupt:
+        stop_interrupted(checkpoint, last, bar, step)
     checkpoint(last, {"val": result})
     bar.close()
     log.close()
