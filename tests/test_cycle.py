@@ -261,3 +261,13 @@ def test_ablation_writes_a_table(tmp_path, layout):
     rows = json.loads(js.read_text())
     assert rows["render"]["val_n"] == 10 and np.isfinite(rows["render"]["jitter_px"])
     assert np.isfinite(rows["pretrain"]["photo_l1"])
+
+    # two seeds per column, paired against the baseline: swapping the runs gives a zero mean
+    # difference with a spread, and exactly one of the two seeds lower on every metric it moves
+    assert main([f"pretrain={a},{b}", f"render={b},{a}", "--baseline", "pretrain", "--data", str(cache),
+                 "-o", str(md), "--json", str(js), "--batch", "5"]) == 0
+    rows = json.loads(js.read_text())
+    assert rows["render"]["n_seeds"] == 2 and len(rows["render"]["seeds"]) == 2
+    d = rows["_paired_minus_pretrain"]["render"]
+    assert abs(d["val_nme3d"]) < 1e-9 and d["val_nme3d_sd"] > 0 and d["val_nme3d_lower"] == 1
+    assert "Paired by seed" in md.read_text() and " ± " in md.read_text()

@@ -1,7 +1,12 @@
 """Ablation of the cycle-GAN stage on the held-out split: one row per training run.
 
-    python trainer/ablation.py pretrain=runs/pretrain d1=runs/cycle_d1 landmark=runs/cycle_lmk \\
-        render=runs/cycle_render --data .cache/dataset -o docs/ablation.md
+    python trainer/ablation.py pretrain=runs/p_s0,runs/p_s1 render=runs/r_s0,runs/r_s1 \\
+        --baseline pretrain --data .cache/dataset -o docs/ablation.md
+
+A column may list one run per seed (comma-separated): it is reported as mean ± sd, and with
+``--baseline`` each column is also given minus the baseline paired seed by seed (same seed, same
+hidden labels and sample order), with how many seeds came out better. Run folders are read at
+``last.pt``: ``best.pt`` was chosen on this same held-out split.
 
 Columns, all on the held-out identities of the cache (``split == "val"``):
 
@@ -151,30 +156,93 @@ def measure(model: torch.nn.Module, spec: ModelSpec, held: HeldOut, context: flo
     return res
 
 
-def table(rows: dict[str, dict[str, float]]) -> str:
-    """Markdown table of the measured rows, in the order given."""
-    head = ("| run | NME 2D (%) | NME 3D (%) | photo L1 (8-bit) | 1-SSIM | jitter (px) | samples |\n"
-            "| --- | --- | --- | --- | --- | --- | --- |\n")
-    body = "".join(
-        f"| {name} | {r['val_nme2d'] * 100:.2f} | {r['val_nme3d'] * 100:.2f} | {r['photo_l1']:.2f} | "
-        f"{r['photo_dssim']:.4f} | {r['jitter_px']:.3f} | {r['val_n']} |\n" for name, r in rows.items())
+METRICS = ("val_nme2d", "val_nme3d", "photo_l1", "photo_dssim", "jitter_px")
+
+
+def summarise(seeds: list[dict[str, float]]) -> dict:
+    """Mean (and sample sd, for two or more seeds) of each metric over one column's runs."""
+    row: dict = {"n_seeds": len(seeds), "val_n": seeds[0]["val_n"]}
+    for k in METRICS:
+        v = np.array([r[k] for r in seeds], dtype=np.float64)
+        row[k] = float(v.mean())
+        row[k + "_sd"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    if len(seeds) > 1:
+        row["seeds"] = seeds
+    return row
+
+
+def paired(rows: dict[str, dict], base: str) -> dict[str, dict]:
+    """Per metric, run minus ``base`` paired seed by seed (same seed: same hidden labels, same
+    sample order), as mean, sd and how many seeds came out lower (better) than the base."""
+    ref = rows[base].get("seeds", [rows[base]])
+    out: dict[str, dict] = {}
+    for name, row in rows.items():
+        runs = row.get("seeds", [row])
+        if name == base or len(runs) != len(ref):
+            continue
+        d: dict = {"n_seeds": len(runs)}
+        for k in METRICS:
+            v = np.array([r[k] - b[k] for r, b in zip(runs, ref)], dtype=np.float64)
+            d[k] = float(v.mean())
+            d[k + "_sd"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+            d[k + "_lower"] = int((v < 0).sum())
+        out[name] = d
+    return out
+
+
+def _cell(row: dict, key: str, scale: float, fmt: str) -> str:
+    text = format(row[key] * scale, fmt)
+    return text + " ± " + format(row[key + "_sd"] * scale, fmt.lstrip("+")) if row.get("n_seeds", 1) > 1 else text
+
+
+_COLUMNS = (("val_nme2d", 100, ".2f"), ("val_nme3d", 100, ".2f"), ("photo_l1", 1, ".3f"),
+            ("photo_dssim", 1, ".4f"), ("jitter_px", 1, ".3f"))
+
+
+def table(rows: dict[str, dict]) -> str:
+    """Markdown table of the measured rows in the order given (mean ± sd over seeds)."""
+    head = ("| run | seeds | NME 2D (%) | NME 3D (%) | photo L1 (8-bit) | 1-SSIM | jitter (px) | samples |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    body = "".join(f"| {name} | {r.get('n_seeds', 1)} | " + " | ".join(_cell(r, *c) for c in _COLUMNS)
+                   + f" | {r['val_n']} |\n" for name, r in rows.items())
     return head + body
 
 
-def parse_run(text: str) -> tuple[str, Path]:
-    """'label=path' or 'path' (labelled by the folder's name)."""
-    if "=" in text:
-        name, path = text.split("=", 1)
-        return name, Path(path)
-    return Path(text).name, Path(text)
+def diff_table(diffs: dict[str, dict], base: str) -> str:
+    """Markdown table of the paired differences from ``base`` (negative is better everywhere)."""
+    head = (f"| run minus {base} | seeds | NME 2D (pp) | NME 3D (pp) | photo L1 | 1-SSIM | jitter (px) |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n")
+    body = "".join(
+        f"| {name} | {d['n_seeds']} | "
+        + " | ".join(f"{_cell(d, k, s, '+' + f)} ({d[k + '_lower']}/{d['n_seeds']} lower)" for k, s, f in _COLUMNS)
+        + " |\n" for name, d in diffs.items())
+    return head + body
+
+
+def parse_run(text: str) -> tuple[str, list[Path]]:
+    """'label=path[,path...]' (one path per seed) or 'path' (labelled by the folder's name)."""
+    name, _, paths = text.rpartition("=")
+    runs = [Path(p) for p in paths.split(",") if p]
+    return (name or runs[0].name), runs
+
+
+def checkpoint_of(path: Path, which: str) -> Path:
+    """A run folder's ``which``.pt (else last.pt); a file as given. ``last`` is the default
+    because best.pt was picked on this same held-out split."""
+    if path.is_dir():
+        return path / f"{which}.pt" if (path / f"{which}.pt").is_file() else path / "last.pt"
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", help="run folders (best.pt, else last.pt), optionally label=path")
+    ap.add_argument("runs", nargs="+", help="label=path[,path...] (one run folder or checkpoint per seed), or path")
     ap.add_argument("--data", type=Path, default=Path(".cache/dataset"))
     ap.add_argument("-o", "--out", type=Path, default=Path("docs/ablation.md"))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                    help="which checkpoint of a run folder (best.pt was selected on the held-out split)")
+    ap.add_argument("--baseline", default="", help="label to subtract, seed by seed (a second table)")
     ap.add_argument("--limit", type=int, default=0, help="first N held-out samples only")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--sigma", type=float, default=2.0, help="temporal smoothing of the jitter measure (frames)")
@@ -185,20 +253,30 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     held = load_heldout(args.data)
     context = float(cache_meta(args.data)["context"])
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict] = {}
     for text in args.runs:
-        name, path = parse_run(text)
-        model, ck = load_generator_checkpoint(path, device)
-        spec = ModelSpec(**ck["spec"])
-        rows[name] = measure(model, spec, held, context, device, args.limit, args.batch, args.sigma)
-        print(f"{name}: {json.dumps(rows[name])}", file=sys.stderr)
+        name, paths = parse_run(text)
+        seeds = []
+        for path in paths:
+            model, ck = load_generator_checkpoint(checkpoint_of(path, args.checkpoint), device)
+            seeds.append(measure(model, ModelSpec(**ck["spec"]), held, context, device, args.limit, args.batch,
+                                 args.sigma))
+            print(f"{name} ({path}): {json.dumps(seeds[-1])}", file=sys.stderr)
+        rows[name] = summarise(seeds)
+    if args.baseline and args.baseline not in rows:
+        raise SystemExit(f"--baseline {args.baseline!r} is not one of the runs' labels")
     md = ("Held-out split of the cache; NME normalised by sqrt(w*h) of the label's landmark box; "
-          f"jitter = mean |e - gauss(e, sigma={args.sigma})| in input-crop px, e = prediction - label.\n\n"
-          + table(rows))
+          f"jitter = mean |e - gauss(e, sigma={args.sigma})| in input-crop px, e = prediction - label; "
+          "mean ± sd over seeds.\n\n" + table(rows))
+    result: dict = dict(rows)
+    if args.baseline:
+        diffs = paired(rows, args.baseline)
+        md += "\nPaired by seed (lower is better in every column):\n\n" + diff_table(diffs, args.baseline)
+        result["_paired_minus_" + args.baseline] = diffs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(md)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps(result, indent=1))
     print(md)
     return 0
 
