@@ -16,7 +16,8 @@ from streamcap.errors import BackendUnavailable, BundleError
 from trainer.data.dataset import PosmapDataset
 from trainer.export import export_bundle
 from trainer.losses import weight_mask_tensor, weighted_position_loss
-from trainer.train import PretrainConfig, StepSampler, pretrain
+from trainer.runloop import StepSampler
+from trainer.train import PretrainConfig, pretrain
 
 
 def fake_cache(root, layout, n=12, val=4):

@@ -41,7 +41,7 @@ from streamcap.bundle import ModelSpec, default_layout
 from trainer.cycle import UVTables, landmarks, mesh_vertices
 from trainer.data.dataset import PosmapDataset, cache_meta
 from trainer.render import render, sample_image, ssim
-from trainer.train import load_generator_checkpoint, validate
+from trainer.runloop import load_generator_checkpoint, validate
 
 
 @dataclass

@@ -166,7 +166,7 @@ def random_rotation(n: int, yaw_deg: float, pitch_deg: float, device: torch.devi
     return ry @ rx
 
 
-def _rotate(pts: torch.Tensor, rot: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+def rotate_points(pts: torch.Tensor, rot: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     """Rotate (B, N, 3) points about (B, 1, 3) centres by (B, 3, 3) rotations."""
     return (pts - centre) @ rot.transpose(1, 2) + centre
 
@@ -175,7 +175,7 @@ def _rotate_map(uv: torch.Tensor, rot: torch.Tensor, centre: torch.Tensor, scale
     """The whole (B, 3, U, U) normalised map rotated in crop pixels, back to normalised units."""
     b, _, h, w = uv.shape
     pts = uv.flatten(2).transpose(1, 2) * scale
-    return (_rotate(pts, rot, centre) / scale).transpose(1, 2).reshape(b, 3, h, w)
+    return (rotate_points(pts, rot, centre) / scale).transpose(1, 2).reshape(b, 3, h, w)
 
 
 def _masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -282,7 +282,7 @@ def _render_losses(x: torch.Tensor, uv: torch.Tensor, models: CycleModels, cfg: 
     vis = _vertex_visibility(verts, r1.image[:, 3:4].detach(), m1, cfg.visibility_tol)
     rot = random_rotation(b, cfg.cycle_yaw_deg, cfg.cycle_pitch_deg, x.device)
     centre = verts.detach().mean(1, keepdim=True)
-    r2 = render(_rotate(verts, rot, centre), tab.tris, torch.cat([tex, vis], -1), size,
+    r2 = render(rotate_points(verts, rot, centre), tab.tris, torch.cat([tex, vis], -1), size,
                 background=torch.cat([x, torch.zeros_like(x[:, :1])], 1), max_tri_pixels=cfg.max_tri_pixels)
     x2 = r2.image[:, :3]
     if cfg.detach_novel_view:
@@ -300,7 +300,7 @@ def _render_losses(x: torch.Tensor, uv: torch.Tensor, models: CycleModels, cfg: 
         verts2 = mesh_vertices(uv2, tab, scale)
         valid_img = r2.image[:, 3:4] * r2.visible
         tex2 = sample_image(torch.cat([x2, valid_img.detach()], 1), verts2[..., :2])
-        r3 = render(_rotate(verts2, rot.transpose(1, 2), centre), tab.tris, tex2, size,
+        r3 = render(rotate_points(verts2, rot.transpose(1, 2), centre), tab.tris, tex2, size,
                     max_tri_pixels=cfg.max_tri_pixels)
         m3 = r3.visible * m1 * (r3.image[:, 3:4].detach() > 0.99).to(x.dtype)
         out["cycle_photo"] = _masked_mean((r3.image[:, :3] - x).abs(), m3)

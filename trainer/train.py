@@ -2,7 +2,7 @@
 
     python trainer/train.py pretrain --data .cache/dataset --out runs/light128 --arch light --steps 20000
     python trainer/train.py pretrain --data .cache/dataset --out runs/light128 --resume
-    torchrun --nproc_per_node 8 trainer/train.py pretrain ...        (multi-GPU, DDP)
+    torchrun --nproc_per_node 8 trainer/train.py pretrain|cycle ...  (multi-GPU data parallel)
     python trainer/train.py cycle --init runs/light128 --data .cache/dataset --out runs/cycle [--preset d1]
 
 ``pretrain`` is the supervised stage: the weighted-mask loss (16:4:3:0) between predicted and
@@ -14,28 +14,24 @@ TensorBoard when it is installed).
 
 ``cycle`` fine-tunes a pretrained generator with the cycle-GAN stage of ``trainer/cycle.py``
 (critics D1 on UV maps and D2 on landmarks, render and cycle-consistency losses; a seeded
-fraction of the training samples is treated as unlabelled). It is single-process, and keeps the
-same checkpoint, resume, progress, TensorBoard and SIGTERM conventions; its checkpoints also hold
-the critics and their optimiser and export with ``trainer/export.py`` like pretrain's.
+fraction of the training samples is treated as unlabelled). It keeps pretrain's checkpoint,
+resume, progress, TensorBoard, SIGTERM and torchrun conventions (``trainer/runloop.py`` holds
+them for both), adds sample images (``trainer/preview.py``) every ``--image-every`` steps, and its
+checkpoints also hold the critics and their optimiser and export with ``trainer/export.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import IO, NoReturn
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,6 +42,20 @@ from trainer.cycle import PRESETS, CycleModels, UVTables, config_fields, cycle_s
 from trainer.data.dataset import PosmapDataset, cache_meta, load_cache
 from trainer.losses import weight_mask_tensor, weighted_position_loss
 from trainer.models.discriminators import LandmarkDiscriminator, UVDiscriminator
+from trainer.preview import preview
+from trainer.runloop import (
+    RunLog,
+    StepSampler,
+    any_rank,
+    average_gradients,
+    cosine_lr,
+    init_dist,
+    load_generator_checkpoint,
+    quiet_worker,
+    run_steps,
+    save_atomic,
+    validate_and_log,
+)
 
 
 @dataclass
@@ -89,104 +99,10 @@ def add_run_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
             p.add_argument(flag, type=type(default), default=default)
 
 
-def quiet_worker(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT/SIGTERM to the main process, which saves a checkpoint and
-    then shuts them down; a worker killed first would make the main process die without saving."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-class StepSampler(Sampler[int]):
-    """Deterministic infinite index stream: epoch e is a seeded permutation; starts at any step,
-    so a resumed run sees exactly the data it would have seen. Ranks take interleaved slices."""
-
-    def __init__(self, n: int, batch: int, seed: int, start_step: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.batch, self.seed, self.start = n, batch, seed, start_step
-        self.rank, self.world = rank, world
-
-    def __iter__(self):
-        pos = self.start * self.batch * self.world
-        while True:
-            epoch, off = divmod(pos, self.n)
-            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            for p in range(off, self.n):
-                if (p - off) % self.world == self.rank:
-                    yield int(perm[p])
-            pos = (epoch + 1) * self.n
-
-    def __len__(self) -> int:  # effectively infinite
-        return 2**62
-
-
-def cosine_lr(step: int, cfg: RunConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-@torch.no_grad()
-def validate(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, device: torch.device,
-             limit: int = 0, batch: int = 32) -> dict[str, float]:
-    """NME of the 68 landmarks read from the UV map (2D, and 3D after removing mean depth),
-    normalised by sqrt(w*h) of the label's landmark box: the AFLW2000-3D measure."""
-    model.eval()
-    n = len(ds) if not limit else min(limit, len(ds))
-    e2, e3 = [], []
-    for s in range(0, n, batch):
-        xs, ys = zip(*(ds[i] for i in range(s, min(n, s + batch))))
-        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
-        p = model(x).flatten(2)[:, :, kpt].transpose(1, 2).float()  # (B, 68, 3)
-        g = y.flatten(2)[:, :, kpt].transpose(1, 2)
-        wh = g[..., :2].amax(1) - g[..., :2].amin(1)
-        norm = torch.sqrt(wh[:, 0] * wh[:, 1])
-        e2.append((torch.linalg.vector_norm(p[..., :2] - g[..., :2], dim=-1).mean(1) / norm).cpu())
-        pz, gz = p.clone(), g.clone()
-        pz[..., 2] -= pz[..., 2].mean(1, keepdim=True)
-        gz[..., 2] -= gz[..., 2].mean(1, keepdim=True)
-        e3.append((torch.linalg.vector_norm(pz - gz, dim=-1).mean(1) / norm).cpu())
-    model.train()
-    return {"val_nme2d": float(torch.cat(e2).mean()), "val_nme3d": float(torch.cat(e3).mean()), "val_n": n}
-
-
-def stop_interrupted(checkpoint: Callable[[Path], None], last: Path, bar: object, step: int) -> NoReturn:
-    """Ctrl-C / SIGTERM in any stage: save ``last`` so ``--resume`` continues, say so, exit 130."""
-    checkpoint(last)
-    bar.close()  # type: ignore[attr-defined]
-    print(f"interrupted at step {step}: saved {last} (resume with --resume)", file=sys.stderr)
-    raise SystemExit(130)
-
-
-def validate_and_log(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, device: torch.device,
-                     limit: int, step: int, log: IO[str], tb: object | None) -> dict[str, float]:
-    """validate() at ``step``, recorded where every stage records it: metrics.jsonl, TensorBoard, the bar."""
-    from tqdm import tqdm
-
-    result = validate(model, ds, kpt, device, limit)
-    result["step"] = step
-    log.write(json.dumps(result) + "\n")
-    log.flush()
-    if tb is not None:
-        tb.add_scalar("val/nme2d", result["val_nme2d"], step)
-        tb.add_scalar("val/nme3d", result["val_nme3d"], step)
-    tqdm.write(f"step {step}: val NME 2D {result['val_nme2d'] * 100:.2f}%  3D {result['val_nme3d'] * 100:.2f}%")
-    return result
-
-
 def pretrain(cfg: PretrainConfig) -> dict:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    """The supervised stage: weighted-mask loss against the labels (DDP under torchrun)."""
+    dist = init_dist(cfg.threads)
+    device = dist.device
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,92 +119,52 @@ def pretrain(cfg: PretrainConfig) -> dict:
         opt.load_state_dict(ck["optimizer"])
         step, best = int(ck["step"]), float(ck.get("best_val", best))
         torch.set_rng_state(ck["rng"])
-        if rank == 0:
+        if dist.main:
             print(f"resumed from {last} at step {step}", flush=True)
 
     meta = cache_meta(Path(cfg.data))
-    train_data = load_cache(Path(cfg.data), "train")
-    val_data = load_cache(Path(cfg.data), "val")
-    ds = PosmapDataset(train_data, input_size, meta["context"], train=True, seed=cfg.seed,
+    ds = PosmapDataset(load_cache(Path(cfg.data), "train"), input_size, meta["context"], train=True, seed=cfg.seed,
                        mean=spec.mean, std=spec.std, output_scale=spec.output_scale)
-    vds = PosmapDataset(val_data, input_size, meta["context"], train=False,
+    vds = PosmapDataset(load_cache(Path(cfg.data), "val"), input_size, meta["context"], train=False,
                         mean=spec.mean, std=spec.std, output_scale=spec.output_scale)
     layout = default_layout()
     weight = weight_mask_tensor(layout.weight_mask).to(device)
     kpt = torch.as_tensor(layout.kpt_flat, device=device)
-    sampler = StepSampler(len(ds), cfg.batch, cfg.seed, step, rank, world)
+    sampler = StepSampler(len(ds), cfg.batch, cfg.seed, step, dist.rank, dist.world)
     loader = DataLoader(ds, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
                         persistent_workers=cfg.workers > 0, drop_last=True, worker_init_fn=quiet_worker)
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = torch.nn.parallel.DistributedDataParallel(model) if dist.world > 1 else model
     use_amp = device.type == "cuda"
-    log = open(out / "metrics.jsonl", "a")
-    tb = None
-    if rank == 0:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(out / "tb"))
-        except Exception:  # tensorboard is optional
-            tb = None
 
     def checkpoint(path: Path, extra: dict | None = None) -> None:
-        if rank != 0:
-            return
-        save_atomic({"model_name": "streamcap-generator", "cfg": gen_cfg, "spec": asdict(spec),
-                     "train_cfg": asdict(cfg), "state_dict": model.state_dict(), "step": step,
-                     "optimizer": opt.state_dict(), "best_val": best, "rng": torch.get_rng_state(),
-                     "data": {"train": len(ds), "val": len(vds), "meta": meta}, **(extra or {})}, path)
+        if dist.main:
+            save_atomic({"model_name": "streamcap-generator", "cfg": gen_cfg, "spec": asdict(spec),
+                         "train_cfg": asdict(cfg), "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                         "rng": torch.get_rng_state(), "data": {"train": len(ds), "val": len(vds), "meta": meta},
+                         **(extra or {})}, path)
 
-    from tqdm import tqdm
+    log = RunLog(out, cfg.steps, step, "pretrain", dist.main)
+    start, t0, it = step, time.perf_counter(), iter(loader)
 
-    def on_term(signum: int, frame: object) -> None:  # kill/timeout: same clean stop as Ctrl-C
-        raise KeyboardInterrupt
+    def one_step(step: int) -> None:
+        x, y = next(it)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            pred = net(x)
+        loss = weighted_position_loss(pred.float(), y, weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % cfg.log_every == 0:
+            sps = (step + 1 - start) * cfg.batch * dist.world / (time.perf_counter() - t0)
+            log.bar.set_postfix(loss=f"{float(loss):.4f}", sps=f"{sps:.1f}")
+            log.record({"step": step + 1, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"],
+                        "samples_per_s": sps}, {"train/loss": float(loss)}, step + 1)
 
-    if rank == 0:
-        signal.signal(signal.SIGTERM, on_term)
-    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="pretrain", unit="step", dynamic_ncols=True)
-    t0, seen = time.perf_counter(), 0
-    it = iter(loader)
-    result: dict = {}
-    try:
-        while step < cfg.steps:
-            x, y = next(it)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, cfg)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                pred = net(x)
-            loss = weighted_position_loss(pred.float(), y, weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            seen += x.shape[0] * world
-            bar.update(1)
-            if step % cfg.log_every == 0 and rank == 0:
-                sps = seen / (time.perf_counter() - t0)
-                rec = {"step": step, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"],
-                       "samples_per_s": sps}
-                bar.set_postfix(loss=f"{float(loss):.4f}", sps=f"{sps:.1f}")
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                if tb:
-                    tb.add_scalar("train/loss", float(loss), step)
-            if step % cfg.ckpt_every == 0:
-                checkpoint(last)
-            if (step % cfg.val_every == 0 or step == cfg.steps) and rank == 0:
-                result = validate_and_log(model, vds, kpt, device, cfg.val_limit, step, log, tb)
-                if result["val_nme2d"] < best:
-                    best = result["val_nme2d"]
-                    checkpoint(out / "best.pt", {"val": result})
-    except KeyboardInterrupt:
-        stop_interrupted(checkpoint, last, bar, step)
-    checkpoint(last, {"val": result})
-    bar.close()
-    log.close()
-    if world > 1:
-        torch.distributed.destroy_process_group()
-    return result
+    return run_steps(one_step, step, cfg, out, checkpoint, best,
+                     lambda s: validate_and_log(model, vds, kpt, device, cfg.val_limit, s, log), log, dist)
 
 
 # --- cycle-GAN stage (issue #4) ---------------------------------------------------------------
@@ -312,6 +188,7 @@ class CycleTrainConfig(RunConfig):
     d1_size: int = 128  # D1 sees the UV map resized to this
     d2_hidden: int = 256
     unlabelled_frac: float = 0.5  # training samples whose labels are hidden (fixed per sample)
+    image_every: int = 500  # TensorBoard sample images (crop, mesh, re-render, novel view); 0: off
     loss: dict = field(default_factory=dict)
 
 
@@ -332,24 +209,13 @@ class LabelDropDataset(torch.utils.data.Dataset):
         return {"image": x, "target": y, "labelled": torch.tensor(bool(self.labelled[idx]))}
 
 
-def load_generator_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """A generator and its checkpoint from a run folder (best.pt, else last.pt) or a file."""
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
-    ck = torch.load(path, map_location=device, weights_only=False)
-    if ck.get("model_name") != "streamcap-generator":
-        raise SystemExit(f"{path} is not a streamcap generator checkpoint")
-    model = build_generator(**ck["cfg"]).to(device)
-    model.load_state_dict(ck["state_dict"])
-    return model, ck
-
-
 def cycle(cfg: CycleTrainConfig) -> dict:
-    """Run the cycle-GAN stage (single process); checkpoints are exportable by trainer/export.py."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    """Run the cycle-GAN stage; checkpoints are exportable by trainer/export.py. Under torchrun
+    each rank takes its slice of every batch and the generator's and critics' gradients are
+    averaged across ranks before each of their updates."""
+    dist = init_dist(cfg.threads)
+    device = dist.device
+    torch.manual_seed(cfg.seed)  # same seed on every rank: the critics start identical
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
@@ -377,7 +243,8 @@ def cycle(cfg: CycleTrainConfig) -> dict:
             opt_d.load_state_dict(ck0["optimizer_d"])
         step, best = int(ck0["step"]), float(ck0.get("best_val", best))
         torch.set_rng_state(ck0["rng"])
-        print(f"resumed from {last} at step {step}", flush=True)
+        if dist.main:
+            print(f"resumed from {last} at step {step}", flush=True)
 
     meta = cache_meta(Path(cfg.data))
     ds = PosmapDataset(load_cache(Path(cfg.data), "train"), spec.input_size, meta["context"], train=True,
@@ -386,95 +253,72 @@ def cycle(cfg: CycleTrainConfig) -> dict:
                         mean=spec.mean, std=spec.std, output_scale=spec.output_scale)
     cds = LabelDropDataset(ds, cfg.unlabelled_frac, cfg.seed)
     kpt = torch.as_tensor(layout.kpt_flat, device=device)
-    loader = DataLoader(cds, batch_size=cfg.batch, sampler=StepSampler(len(cds), cfg.batch, cfg.seed, step),
-                        num_workers=cfg.workers, persistent_workers=cfg.workers > 0, drop_last=True,
-                        worker_init_fn=quiet_worker)
-    log = open(out / "metrics.jsonl", "a")
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb = SummaryWriter(str(out / "tb"))
-    except Exception:  # tensorboard is optional
-        tb = None
+    sampler = StepSampler(len(cds), cfg.batch, cfg.seed, step, dist.rank, dist.world)
+    loader = DataLoader(cds, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
+                        persistent_workers=cfg.workers > 0, drop_last=True, worker_init_fn=quiet_worker)
 
     def checkpoint(path: Path, extra: dict | None = None) -> None:
+        if not dist.main:
+            return
         save_atomic({"model_name": "streamcap-generator", "cfg": gen_cfg, "spec": asdict(spec),
                      "train_cfg": asdict(cfg), "cycle_cfg": asdict(ccfg), "stage": "cycle",
-                     "init": ck0.get("init", str(cfg.init)), "state_dict": model.state_dict(), "step": step,
+                     "init": ck0.get("init", str(cfg.init)), "state_dict": model.state_dict(),
                      "optimizer": opt.state_dict(), "d1": d1.state_dict() if d1 is not None else None,
                      "d2": d2.state_dict() if d2 is not None else None,
-                     "optimizer_d": opt_d.state_dict() if opt_d is not None else None, "best_val": best,
-                     "rng": torch.get_rng_state(),
+                     "optimizer_d": opt_d.state_dict() if opt_d is not None else None,
+                     "rng": torch.get_rng_state(), "world": dist.world,
                      "data": {"train": len(ds), "val": len(vds), "labelled": int(cds.labelled.sum()), "meta": meta},
                      **(extra or {})}, path)
 
-    from tqdm import tqdm
+    def update(loss: torch.Tensor, optimiser: torch.optim.Optimizer, params: list, clip: float = 0.0) -> None:
+        # a batch can carry nothing to learn from under a preset (e.g. 'pretrain' on a batch whose
+        # samples are all unlabelled): skip the update instead of failing, on every rank alike
+        has_grad = loss.requires_grad
+        if not any_rank(has_grad, dist):
+            return
+        optimiser.zero_grad(set_to_none=True)
+        if has_grad:
+            loss.backward()
+        average_gradients(params, dist.world)
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        optimiser.step()
 
-    def on_term(signum: int, frame: object) -> None:  # kill/timeout: same clean stop as Ctrl-C
-        raise KeyboardInterrupt
+    log = RunLog(out, cfg.steps, step, f"cycle[{cfg.preset}]", dist.main)
+    gen_params = list(model.parameters())
+    start, t0, it = step, time.perf_counter(), iter(loader)
 
-    signal.signal(signal.SIGTERM, on_term)
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"cycle[{cfg.preset}]", unit="step", dynamic_ncols=True)
-    t0, seen = time.perf_counter(), 0
-    it = iter(loader)
-    result: dict = {}
-    try:
-        while step < cfg.steps:
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(it).items()}
-            lr = cosine_lr(step, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            if opt_d is not None:
-                for g in opt_d.param_groups:
-                    g["lr"] = cfg.lr_d * lr / cfg.lr
-            keep: dict[str, torch.Tensor] = {}
-            losses = cycle_step(batch, models, ccfg, keep)
-            opt.zero_grad(set_to_none=True)
-            # a batch can carry nothing to learn from under a preset (e.g. 'pretrain' on a batch
-            # whose samples are all unlabelled): skip the update instead of failing
-            if losses["total"].requires_grad:
-                losses["total"].backward()
-                if cfg.clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                opt.step()
-            dlosses: dict[str, torch.Tensor] = {}
-            if opt_d is not None:
-                dlosses = discriminator_step(batch, models, ccfg, keep)
-                opt_d.zero_grad(set_to_none=True)
-                if dlosses["total"].requires_grad:
-                    dlosses["total"].backward()
-                    opt_d.step()
-            step += 1
-            seen += batch["image"].shape[0]
-            bar.update(1)
-            if step % cfg.log_every == 0:
-                sps = seen / (time.perf_counter() - t0)
-                rec = {"step": step, "lr": lr, "samples_per_s": sps,
-                       **{f"g_{k}": float(v.detach()) for k, v in losses.items()},
-                       **{f"d_{k}": float(v.detach()) for k, v in dlosses.items()}}
-                rec["loss"] = rec["g_total"]
-                bar.set_postfix(loss=f"{rec['g_total']:.4f}", sup=f"{rec['g_sup']:.4f}", sps=f"{sps:.1f}")
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                if tb:
-                    for k, v in rec.items():
-                        if k.startswith(("g_", "d_")):
-                            tb.add_scalar(("cycle/" if k[0] == "g" else "disc/") + k[2:], v, step)
-            if step % cfg.ckpt_every == 0:
-                checkpoint(last)
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                result = validate_and_log(model, vds, kpt, device, cfg.val_limit, step, log, tb)
-                if result["val_nme2d"] < best:
-                    best = result["val_nme2d"]
-                    checkpoint(out / "best.pt", {"val": result})
-    except KeyboardInterrupt:
-        stop_interrupted(checkpoint, last, bar, step)
-    checkpoint(last, {"val": result})
-    bar.close()
-    log.close()
-    if tb:
-        tb.close()
-    return result
+    def one_step(step: int) -> None:
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(it).items()}
+        lr = cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if opt_d is not None:
+            for g in opt_d.param_groups:
+                g["lr"] = cfg.lr_d * lr / cfg.lr
+        keep: dict[str, torch.Tensor] = {}
+        losses = cycle_step(batch, models, ccfg, keep)
+        update(losses["total"], opt, gen_params, cfg.clip)
+        dlosses: dict[str, torch.Tensor] = {}
+        if opt_d is not None:
+            dlosses = discriminator_step(batch, models, ccfg, keep)
+            update(dlosses["total"], opt_d, critics)
+        done = step + 1
+        if done % cfg.log_every == 0:
+            sps = (done - start) * cfg.batch * dist.world / (time.perf_counter() - t0)
+            rec = {"step": done, "lr": lr, "samples_per_s": sps,
+                   **{f"g_{k}": float(v.detach()) for k, v in losses.items()},
+                   **{f"d_{k}": float(v.detach()) for k, v in dlosses.items()}}
+            rec["loss"] = rec["g_total"]
+            log.bar.set_postfix(loss=f"{rec['g_total']:.4f}", sup=f"{rec['g_sup']:.4f}", sps=f"{sps:.1f}")
+            log.record(rec, {("cycle/" if k[0] == "g" else "disc/") + k[2:]: v for k, v in rec.items()
+                             if k.startswith(("g_", "d_"))}, done)
+        if cfg.image_every and done % cfg.image_every == 0 and log.tb is not None:
+            log.image("samples/crop|mesh|rerender|novel_view",
+                      preview(batch["image"], models, ccfg, spec.mean, spec.std), done)
+
+    return run_steps(one_step, step, cfg, out, checkpoint, best,
+                     lambda s: validate_and_log(model, vds, kpt, device, cfg.val_limit, s, log), log, dist)
 
 
 def _flag_bool(text: str) -> bool:
@@ -494,7 +338,7 @@ def add_cycle_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=tuple(PRESETS), default=d.preset,
                    help="ablation column: which terms are on (see trainer/cycle.py)")
     add_run_flags(p, d)
-    for name in ("d1_width", "d1_size", "d2_hidden"):
+    for name in ("d1_width", "d1_size", "d2_hidden", "image_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("lr_d", "clip", "unlabelled_frac"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
