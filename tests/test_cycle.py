@@ -256,12 +256,15 @@ def test_ablation_writes_a_table(tmp_path, layout):
     a, b = _pretrained(tmp_path / "a", 0), _pretrained(tmp_path / "b", 1)
     md, js = tmp_path / "ablation.md", tmp_path / "ablation.json"
     assert main([f"pretrain={a}", f"render={b}", "--data", str(cache), "-o", str(md), "--json", str(js),
-                 "--batch", "5"]) == 0
+                 "--batch", "5", "--profiles", str(cache / "shards")]) == 0
     text = md.read_text()
-    assert "| pretrain |" in text and "| render |" in text
+    assert "| pretrain |" in text and "| render |" in text and "profiled 2D" in text
     rows = json.loads(js.read_text())
     assert rows["render"]["val_n"] == 10 and np.isfinite(rows["render"]["jitter_px"])
     assert np.isfinite(rows["pretrain"]["photo_l1"])
+    # as a 'profiled' set the held-out samples (all yaw 0) fall in one bin: the same NME again
+    assert rows["render"]["prof_nme2d"] == pytest.approx(rows["render"]["val_nme2d"], rel=1e-5)
+    assert rows["render"]["prof_nme2d_[0,30)"] == pytest.approx(rows["render"]["val_nme2d"], rel=1e-5)
 
     # two seeds per column, paired against the baseline: swapping the runs gives a zero mean
     # difference with a spread, and exactly one of the two seeds lower on every metric it moves

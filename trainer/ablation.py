@@ -38,10 +38,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamcap.bundle import ModelSpec, default_layout
+from streamcap.evaluate import BIN_NAMES, summarise as bin_summary, yaw_bin
 from trainer.cycle import UVTables, landmarks, mesh_vertices
 from trainer.data.dataset import PosmapDataset, cache_meta
 from trainer.render import render, sample_image, ssim
-from trainer.runloop import load_generator_checkpoint, validate
+from trainer.runloop import landmark_errors, load_generator_checkpoint, validate
 
 
 @dataclass
@@ -156,13 +157,45 @@ def measure(model: torch.nn.Module, spec: ModelSpec, held: HeldOut, context: flo
     return res
 
 
-METRICS = ("val_nme2d", "val_nme3d", "photo_l1", "photo_dssim", "jitter_px")
+def load_profiles(folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The held-out (``split == "val"``) samples of a profiled set (``trainer/data/profile.py
+    --split val``): images, labels and |yaw| in degrees."""
+    parts: dict[str, list[np.ndarray]] = {"images": [], "posmaps": [], "yaw": []}
+    for sh in sorted(p for p in folder.glob("*.npz") if not p.name.endswith(".tmp.npz")):
+        with np.load(sh) as z:
+            keep = z["split"] == "val"
+            for k in parts:
+                parts[k].append(z[k][keep])
+    if not any(len(v) for v in parts["images"]):
+        raise FileNotFoundError(f"no held-out profiled samples under {folder}")
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return {"images": cat["images"], "posmaps": cat["posmaps"]}, cat["yaw"].astype(np.float64)
+
+
+@torch.no_grad()
+def measure_profiles(model: torch.nn.Module, spec: ModelSpec, data: dict[str, np.ndarray], yaw: np.ndarray,
+                     context: float, device: torch.device, batch: int = 16) -> dict[str, float]:
+    """NME on the profiled held-out set per |yaw| bin, and the balanced mean of the bins."""
+    ds = PosmapDataset(data, spec.input_size, context, train=False, mean=spec.mean, std=spec.std,
+                       output_scale=spec.output_scale)
+    e2, e3 = landmark_errors(model, ds, torch.as_tensor(default_layout().kpt_flat, device=device), device,
+                             batch=batch)
+    bins = np.array([yaw_bin(y) for y in yaw])
+    res = bin_summary([list(e2[bins == i]) for i in range(3)], [list(e3[bins == i]) for i in range(3)], 0)
+    out = {"prof_nme2d": res["nme2d"]["balanced"], "prof_nme3d": res["nme3d"]["balanced"]}
+    out.update({f"prof_nme2d_{name}": v for name, v in res["nme2d"]["bins"].items() if v is not None})
+    return out
+
+
+def _measures(row: dict) -> list[str]:
+    """The measured values of a row (floats; counts such as val_n are ints)."""
+    return [k for k, v in row.items() if isinstance(v, float) and not k.endswith("_sd")]
 
 
 def summarise(seeds: list[dict[str, float]]) -> dict:
     """Mean (and sample sd, for two or more seeds) of each metric over one column's runs."""
     row: dict = {"n_seeds": len(seeds), "val_n": seeds[0]["val_n"]}
-    for k in METRICS:
+    for k in _measures(seeds[0]):
         v = np.array([r[k] for r in seeds], dtype=np.float64)
         row[k] = float(v.mean())
         row[k + "_sd"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
@@ -181,7 +214,7 @@ def paired(rows: dict[str, dict], base: str) -> dict[str, dict]:
         if name == base or len(runs) != len(ref):
             continue
         d: dict = {"n_seeds": len(runs)}
-        for k in METRICS:
+        for k in _measures(ref[0]):
             v = np.array([r[k] - b[k] for r, b in zip(runs, ref)], dtype=np.float64)
             d[k] = float(v.mean())
             d[k + "_sd"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
@@ -195,26 +228,36 @@ def _cell(row: dict, key: str, scale: float, fmt: str) -> str:
     return text + " ± " + format(row[key + "_sd"] * scale, fmt.lstrip("+")) if row.get("n_seeds", 1) > 1 else text
 
 
-_COLUMNS = (("val_nme2d", 100, ".2f"), ("val_nme3d", 100, ".2f"), ("photo_l1", 1, ".3f"),
-            ("photo_dssim", 1, ".4f"), ("jitter_px", 1, ".3f"))
+_COLUMNS = (("val_nme2d", 100, ".2f", "NME 2D (%)"), ("val_nme3d", 100, ".2f", "NME 3D (%)"),
+            ("photo_l1", 1, ".3f", "photo L1 (8-bit)"), ("photo_dssim", 1, ".4f", "1-SSIM"),
+            ("jitter_px", 1, ".3f", "jitter (px)"), ("prof_nme2d", 100, ".2f", "profiled 2D, balanced (%)"),
+            ("prof_nme3d", 100, ".2f", "profiled 3D, balanced (%)"))
+
+
+def _columns(row: dict) -> list[tuple[str, float, str, str]]:
+    return [c for c in _COLUMNS if c[0] in row]
 
 
 def table(rows: dict[str, dict]) -> str:
     """Markdown table of the measured rows in the order given (mean ± sd over seeds)."""
-    head = ("| run | seeds | NME 2D (%) | NME 3D (%) | photo L1 (8-bit) | 1-SSIM | jitter (px) | samples |\n"
-            "| --- | --- | --- | --- | --- | --- | --- | --- |\n")
-    body = "".join(f"| {name} | {r.get('n_seeds', 1)} | " + " | ".join(_cell(r, *c) for c in _COLUMNS)
+    cols = _columns(next(iter(rows.values())))
+    head = ("| run | seeds | " + " | ".join(c[3] for c in cols) + " | samples |\n"
+            + "| --- " * (len(cols) + 3) + "|\n")
+    body = "".join(f"| {name} | {r.get('n_seeds', 1)} | " + " | ".join(_cell(r, *c[:3]) for c in cols)
                    + f" | {r['val_n']} |\n" for name, r in rows.items())
     return head + body
 
 
 def diff_table(diffs: dict[str, dict], base: str) -> str:
     """Markdown table of the paired differences from ``base`` (negative is better everywhere)."""
-    head = (f"| run minus {base} | seeds | NME 2D (pp) | NME 3D (pp) | photo L1 | 1-SSIM | jitter (px) |\n"
-            "| --- | --- | --- | --- | --- | --- | --- |\n")
+    if not diffs:
+        return ""
+    cols = _columns(next(iter(diffs.values())))
+    head = (f"| run minus {base} | seeds | "
+            + " | ".join(c[3].replace("(%)", "(pp)") for c in cols) + " |\n" + "| --- " * (len(cols) + 2) + "|\n")
     body = "".join(
         f"| {name} | {d['n_seeds']} | "
-        + " | ".join(f"{_cell(d, k, s, '+' + f)} ({d[k + '_lower']}/{d['n_seeds']} lower)" for k, s, f in _COLUMNS)
+        + " | ".join(f"{_cell(d, k, s, '+' + f)} ({d[k + '_lower']}/{d['n_seeds']} lower)" for k, s, f, _ in cols)
         + " |\n" for name, d in diffs.items())
     return head + body
 
@@ -242,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--checkpoint", choices=("last", "best"), default="last",
                     help="which checkpoint of a run folder (best.pt was selected on the held-out split)")
+    ap.add_argument("--profiles", type=Path, default=None,
+                    help="profiled held-out shards (trainer/data/profile.py --split val): NME per yaw bin")
     ap.add_argument("--baseline", default="", help="label to subtract, seed by seed (a second table)")
     ap.add_argument("--limit", type=int, default=0, help="first N held-out samples only")
     ap.add_argument("--batch", type=int, default=16)
@@ -253,21 +298,26 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     held = load_heldout(args.data)
     context = float(cache_meta(args.data)["context"])
+    prof = load_profiles(args.profiles) if args.profiles else None
     rows: dict[str, dict] = {}
     for text in args.runs:
         name, paths = parse_run(text)
         seeds = []
         for path in paths:
             model, ck = load_generator_checkpoint(checkpoint_of(path, args.checkpoint), device)
-            seeds.append(measure(model, ModelSpec(**ck["spec"]), held, context, device, args.limit, args.batch,
-                                 args.sigma))
+            spec = ModelSpec(**ck["spec"])
+            seeds.append(measure(model, spec, held, context, device, args.limit, args.batch, args.sigma))
+            if prof is not None:
+                seeds[-1].update(measure_profiles(model, spec, *prof, context, device, args.batch))
             print(f"{name} ({path}): {json.dumps(seeds[-1])}", file=sys.stderr)
         rows[name] = summarise(seeds)
     if args.baseline and args.baseline not in rows:
         raise SystemExit(f"--baseline {args.baseline!r} is not one of the runs' labels")
     md = ("Held-out split of the cache; NME normalised by sqrt(w*h) of the label's landmark box; "
           f"jitter = mean |e - gauss(e, sigma={args.sigma})| in input-crop px, e = prediction - label; "
-          "mean ± sd over seeds.\n\n" + table(rows))
+          + (f"profiled: the held-out samples re-rendered at |yaw| 15..75 degrees, balanced mean of the bins "
+             f"{', '.join(BIN_NAMES)}; " if prof is not None else "")
+          + "mean ± sd over seeds.\n\n" + table(rows))
     result: dict = dict(rows)
     if args.baseline:
         diffs = paired(rows, args.baseline)

@@ -147,10 +147,10 @@ def load_generator_checkpoint(path: Path, device: torch.device) -> tuple[torch.n
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, device: torch.device,
-             limit: int = 0, batch: int = 32) -> dict[str, float]:
-    """NME of the 68 landmarks read from the UV map (2D, and 3D after removing mean depth),
-    normalised by sqrt(w*h) of the label's landmark box: the AFLW2000-3D measure."""
+def landmark_errors(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, device: torch.device,
+                    limit: int = 0, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample NME of the 68 landmarks read from the UV map, 2D and 3D (after removing each
+    set's mean depth), normalised by sqrt(w*h) of the label's landmark box: the AFLW2000-3D measure."""
     model.eval()
     n = len(ds) if not limit else min(limit, len(ds))
     e2, e3 = [], []
@@ -167,7 +167,14 @@ def validate(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, devic
         gz[..., 2] -= gz[..., 2].mean(1, keepdim=True)
         e3.append((torch.linalg.vector_norm(pz - gz, dim=-1).mean(1) / norm).cpu())
     model.train()
-    return {"val_nme2d": float(torch.cat(e2).mean()), "val_nme3d": float(torch.cat(e3).mean()), "val_n": n}
+    return torch.cat(e2).numpy(), torch.cat(e3).numpy()
+
+
+def validate(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, device: torch.device,
+             limit: int = 0, batch: int = 32) -> dict[str, float]:
+    """Mean 2D and 3D NME over ``ds`` (the first ``limit`` samples): what training selects on."""
+    e2, e3 = landmark_errors(model, ds, kpt, device, limit, batch)
+    return {"val_nme2d": float(e2.mean()), "val_nme3d": float(e3.mean()), "val_n": len(e2)}
 
 
 class RunLog:
