@@ -275,6 +275,16 @@ def test_ablation_writes_a_table(tmp_path, layout):
     d = rows["_paired_minus_pretrain"]["render"]
     assert abs(d["val_nme3d"]) < 1e-9 and d["val_nme3d_sd"] > 0 and d["val_nme3d_lower"] == 1
     assert "Paired by seed" in md.read_text() and " ± " in md.read_text()
+    # measurements are kept beside each checkpoint and reused only while the file is unchanged
+    memo = a / "last.pt.ablation.json"
+    saved = json.loads(memo.read_text())
+    saved["result"]["val_nme2d"] = 123.0
+    memo.write_text(json.dumps(saved))
+    assert main([f"p={a}", "--data", str(cache), "-o", str(md), "--json", str(js), "--batch", "5"]) == 0
+    assert json.loads(js.read_text())["p"]["val_nme2d"] == 123.0
+    torch.save(torch.load(a / "last.pt", weights_only=False), a / "last.pt")  # a new checkpoint file
+    assert main([f"p={a}", "--data", str(cache), "-o", str(md), "--json", str(js), "--batch", "5"]) == 0
+    assert json.loads(js.read_text())["p"]["val_nme2d"] < 1
 
 
 def _average_worker(rank: int, world: int, port: int, q) -> None:

@@ -6,7 +6,9 @@
 A column may list one run per seed (comma-separated): it is reported as mean ± sd, and with
 ``--baseline`` each column is also given minus the baseline paired seed by seed (same seed, same
 hidden labels and sample order), with how many seeds came out better. Run folders are read at
-``last.pt``: ``best.pt`` was chosen on this same held-out split.
+``last.pt``: ``best.pt`` was chosen on this same held-out split. Each checkpoint's measurements
+are kept beside it (``last.pt.ablation.json``, keyed by the file's mtime and the settings), so a
+table that gains a run measures only that run.
 
 Columns, all on the held-out identities of the cache (``split == "val"``):
 
@@ -288,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profiles", type=Path, default=None,
                     help="profiled held-out shards (trainer/data/profile.py --split val): NME per yaw bin")
     ap.add_argument("--baseline", default="", help="label to subtract, seed by seed (a second table)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="re-measure every checkpoint (default: reuse <ckpt>.ablation.json when the checkpoint "
+                         "file and the settings are unchanged)")
     ap.add_argument("--limit", type=int, default=0, help="first N held-out samples only")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--sigma", type=float, default=2.0, help="temporal smoothing of the jitter measure (frames)")
@@ -304,11 +309,20 @@ def main(argv: list[str] | None = None) -> int:
         name, paths = parse_run(text)
         seeds = []
         for path in paths:
-            model, ck = load_generator_checkpoint(checkpoint_of(path, args.checkpoint), device)
-            spec = ModelSpec(**ck["spec"])
-            seeds.append(measure(model, spec, held, context, device, args.limit, args.batch, args.sigma))
-            if prof is not None:
-                seeds[-1].update(measure_profiles(model, spec, *prof, context, device, args.batch))
+            ckpt = checkpoint_of(path, args.checkpoint)
+            memo = ckpt.with_name(ckpt.name + ".ablation.json")
+            key = {"mtime_ns": ckpt.stat().st_mtime_ns, "data": str(args.data.resolve()), "limit": args.limit,
+                   "sigma": args.sigma, "profiles": str(args.profiles.resolve()) if args.profiles else None}
+            old = json.loads(memo.read_text()) if memo.is_file() and not args.fresh else {}
+            if old.get("key") == key:  # this checkpoint, measured the same way before
+                seeds.append(old["result"])
+            else:
+                model, ck = load_generator_checkpoint(ckpt, device)
+                spec = ModelSpec(**ck["spec"])
+                seeds.append(measure(model, spec, held, context, device, args.limit, args.batch, args.sigma))
+                if prof is not None:
+                    seeds[-1].update(measure_profiles(model, spec, *prof, context, device, args.batch))
+                memo.write_text(json.dumps({"key": key, "result": seeds[-1]}))
             print(f"{name} ({path}): {json.dumps(seeds[-1])}", file=sys.stderr)
         rows[name] = summarise(seeds)
     if args.baseline and args.baseline not in rows:
