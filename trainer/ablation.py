@@ -208,14 +208,15 @@ def summarise(seeds: list[dict[str, float]]) -> dict:
 
 def paired(rows: dict[str, dict], base: str) -> dict[str, dict]:
     """Per metric, run minus ``base`` paired seed by seed (same seed: same hidden labels, same
-    sample order), as mean, sd and how many seeds came out lower (better) than the base."""
+    sample order), as mean, sd and how many seeds came out lower (better) than the base. Seeds
+    pair by position, so list them in the same order; a column with fewer seeds pairs its own."""
     ref = rows[base].get("seeds", [rows[base]])
     out: dict[str, dict] = {}
     for name, row in rows.items():
-        runs = row.get("seeds", [row])
-        if name == base or len(runs) != len(ref):
+        runs = row.get("seeds", [row])[:len(ref)]
+        if name == base:
             continue
-        d: dict = {"n_seeds": len(runs)}
+        d: dict = {"n_seeds": min(len(runs), len(ref))}
         for k in _measures(ref[0]):
             v = np.array([r[k] - b[k] for r, b in zip(runs, ref)], dtype=np.float64)
             d[k] = float(v.mean())
