@@ -214,8 +214,8 @@ def paired(rows: dict[str, dict], base: str) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name, row in rows.items():
         runs = row.get("seeds", [row])[:len(ref)]
-        if name == base:
-            continue
+        if name == base or ("seeds" in row) != ("seeds" in rows[base]):
+            continue  # a lone run (e.g. the starting point) has no seed to pair with a seeded column
         d: dict = {"n_seeds": min(len(runs), len(ref))}
         for k in _measures(ref[0]):
             v = np.array([r[k] - b[k] for r, b in zip(runs, ref)], dtype=np.float64)
