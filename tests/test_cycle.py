@@ -345,6 +345,11 @@ def test_cycle_command_runs_data_parallel_under_torchrun(tmp_path, layout):
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs if "g_total" in r] == [1, 2]  # one writer, not two
     assert sum("val_nme2d" in r for r in recs) == 1
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = ea.EventAccumulator(str(out / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    pics = acc.Images("samples/crop|mesh|rerender|novel_view")  # --image-every 1: one grid per step
+    assert [p.step for p in pics] == [1, 2] and (pics[0].width, pics[0].height) == (4 * S, 2 * S)
 
 
 class _FlatFace(torch.nn.Module):
