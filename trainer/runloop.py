@@ -146,6 +146,21 @@ def load_generator_checkpoint(path: Path, device: torch.device) -> tuple[torch.n
     return model, ck
 
 
+def resume_from(ck: dict, parts: dict[str, "torch.nn.Module | torch.optim.Optimizer | None"], last: Path,
+                main: bool = True) -> tuple[int, float]:
+    """Load each named state of a ``last.pt`` checkpoint into its module or optimiser (absent
+    ones, e.g. a critic the preset does not use, are skipped), restore the RNG, and return
+    (step, best validation NME) so the loop continues exactly where it stopped."""
+    for key, obj in parts.items():
+        if obj is not None and ck.get(key) is not None:
+            obj.load_state_dict(ck[key])
+    torch.set_rng_state(ck["rng"])
+    step = int(ck["step"])
+    if main:
+        print(f"resumed from {last} at step {step}", flush=True)
+    return step, float(ck.get("best_val", float("inf")))
+
+
 @torch.no_grad()
 def landmark_errors(model: torch.nn.Module, ds: PosmapDataset, kpt: torch.Tensor, device: torch.device,
                     limit: int = 0, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +249,7 @@ def periodic(step: int, steps: int, ckpt_every: int, val_every: int, out: Path, 
     """A stage's duties after each step: last.pt every ``ckpt_every``; on rank 0, validation
     every ``val_every`` and at the end, with best.pt whenever the 2D NME improves.
     Returns the best NME so far and the validation result, if one ran."""
-    if step % ckpt_every == 0:
+    if step % ckpt_every == 0 and step != steps:  # the end is saved once, with its validation, by run_steps
         save(out / "last.pt", {"step": step, "best_val": best})
     if not main or (step % val_every and step != steps):
         return best, None

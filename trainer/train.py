@@ -52,6 +52,7 @@ from trainer.runloop import (
     init_dist,
     load_generator_checkpoint,
     quiet_worker,
+    resume_from,
     run_steps,
     save_atomic,
     validate_and_log,
@@ -99,6 +100,15 @@ def add_run_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
             p.add_argument(flag, type=type(default), default=default)
 
 
+def train_val_datasets(data: Path, spec: ModelSpec, seed: int) -> tuple[PosmapDataset, PosmapDataset, dict]:
+    """The cache's training split (augmented, seeded) and held-out split, cropped for ``spec``."""
+    meta = cache_meta(data)
+    common = {"mean": spec.mean, "std": spec.std, "output_scale": spec.output_scale}
+    ds = PosmapDataset(load_cache(data, "train"), spec.input_size, meta["context"], train=True, seed=seed, **common)
+    vds = PosmapDataset(load_cache(data, "val"), spec.input_size, meta["context"], train=False, **common)
+    return ds, vds, meta
+
+
 def pretrain(cfg: PretrainConfig) -> dict:
     """The supervised stage: weighted-mask loss against the labels (DDP under torchrun)."""
     dist = init_dist(cfg.threads)
@@ -115,18 +125,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     last = out / "last.pt"
     if cfg.resume and last.is_file():
         ck = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        step, best = int(ck["step"]), float(ck.get("best_val", best))
-        torch.set_rng_state(ck["rng"])
-        if dist.main:
-            print(f"resumed from {last} at step {step}", flush=True)
+        step, best = resume_from(ck, {"state_dict": model, "optimizer": opt}, last, dist.main)
 
-    meta = cache_meta(Path(cfg.data))
-    ds = PosmapDataset(load_cache(Path(cfg.data), "train"), input_size, meta["context"], train=True, seed=cfg.seed,
-                       mean=spec.mean, std=spec.std, output_scale=spec.output_scale)
-    vds = PosmapDataset(load_cache(Path(cfg.data), "val"), input_size, meta["context"], train=False,
-                        mean=spec.mean, std=spec.std, output_scale=spec.output_scale)
+    ds, vds, meta = train_val_datasets(Path(cfg.data), spec, cfg.seed)
     layout = default_layout()
     weight = weight_mask_tensor(layout.weight_mask).to(device)
     kpt = torch.as_tensor(layout.kpt_flat, device=device)
@@ -234,23 +235,10 @@ def cycle(cfg: CycleTrainConfig) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(critics, lr=cfg.lr_d, betas=(0.5, 0.999)) if critics else None
     step, best = 0, float("inf")
-    if resuming:
-        opt.load_state_dict(ck0["optimizer"])
-        for name, net in (("d1", d1), ("d2", d2)):
-            if net is not None and ck0.get(name) is not None:
-                net.load_state_dict(ck0[name])
-        if opt_d is not None and ck0.get("optimizer_d") is not None:
-            opt_d.load_state_dict(ck0["optimizer_d"])
-        step, best = int(ck0["step"]), float(ck0.get("best_val", best))
-        torch.set_rng_state(ck0["rng"])
-        if dist.main:
-            print(f"resumed from {last} at step {step}", flush=True)
+    if resuming:  # the generator's weights came with ck0 already
+        step, best = resume_from(ck0, {"optimizer": opt, "d1": d1, "d2": d2, "optimizer_d": opt_d}, last, dist.main)
 
-    meta = cache_meta(Path(cfg.data))
-    ds = PosmapDataset(load_cache(Path(cfg.data), "train"), spec.input_size, meta["context"], train=True,
-                       seed=cfg.seed, mean=spec.mean, std=spec.std, output_scale=spec.output_scale)
-    vds = PosmapDataset(load_cache(Path(cfg.data), "val"), spec.input_size, meta["context"], train=False,
-                        mean=spec.mean, std=spec.std, output_scale=spec.output_scale)
+    ds, vds, meta = train_val_datasets(Path(cfg.data), spec, cfg.seed)
     cds = LabelDropDataset(ds, cfg.unlabelled_frac, cfg.seed)
     kpt = torch.as_tensor(layout.kpt_flat, device=device)
     sampler = StepSampler(len(cds), cfg.batch, cfg.seed, step, dist.rank, dist.world)
