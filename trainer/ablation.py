@@ -57,23 +57,27 @@ class HeldOut:
     kind: np.ndarray  # (N,) str
 
 
-def load_heldout(root: Path, split: str = "val") -> HeldOut:
-    """The ``split`` samples of every shard, keeping identity, frame and kind."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("images", "posmaps", "identity", "frame", "kind")}
-    for sh in sorted(p for p in (root / "shards").glob("*.npz") if not p.name.endswith(".tmp.npz")):
+def load_split(folder: Path, fields: dict[str, object], split: str = "val") -> dict[str, np.ndarray]:
+    """The ``split`` samples of every shard in ``folder``: images, posmaps and ``fields``
+    (name -> value for shards that lack it; None: the shard's stem)."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("images", "posmaps", *fields)}
+    for sh in sorted(p for p in folder.glob("*.npz") if not p.name.endswith(".tmp.npz")):
         with np.load(sh) as z:
             keep = z["split"] == split
             n = int(keep.sum())
             if not n:
                 continue
-            parts["images"].append(z["images"][keep])
-            parts["posmaps"].append(z["posmaps"][keep])
-            parts["identity"].append(z["identity"][keep] if "identity" in z.files else np.array([sh.stem] * n))
-            parts["frame"].append(z["frame"][keep] if "frame" in z.files else np.full(n, -1))
-            parts["kind"].append(z["kind"][keep] if "kind" in z.files else np.array(["photo"] * n))
+            for k in parts:
+                default = fields.get(k, sh.stem)
+                parts[k].append(z[k][keep] if k in z.files else np.full(n, sh.stem if default is None else default))
     if not parts["images"]:
-        raise FileNotFoundError(f"no {split} samples under {root / 'shards'}")
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
+        raise FileNotFoundError(f"no {split} samples under {folder}")
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def load_heldout(root: Path, split: str = "val") -> HeldOut:
+    """The ``split`` samples of a cache, keeping identity, frame and kind (for the jitter)."""
+    cat = load_split(root / "shards", {"identity": None, "frame": -1, "kind": "photo"}, split)
     return HeldOut({"images": cat["images"], "posmaps": cat["posmaps"]}, cat["identity"].astype(str),
                    cat["frame"].astype(np.int64), cat["kind"].astype(str))
 
@@ -160,17 +164,8 @@ def measure(model: torch.nn.Module, spec: ModelSpec, held: HeldOut, context: flo
 
 
 def load_profiles(folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The held-out (``split == "val"``) samples of a profiled set (``trainer/data/profile.py
-    --split val``): images, labels and |yaw| in degrees."""
-    parts: dict[str, list[np.ndarray]] = {"images": [], "posmaps": [], "yaw": []}
-    for sh in sorted(p for p in folder.glob("*.npz") if not p.name.endswith(".tmp.npz")):
-        with np.load(sh) as z:
-            keep = z["split"] == "val"
-            for k in parts:
-                parts[k].append(z[k][keep])
-    if not any(len(v) for v in parts["images"]):
-        raise FileNotFoundError(f"no held-out profiled samples under {folder}")
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    """The held-out samples of a profiled set (``trainer/data/profile.py --split val``) and their yaw."""
+    cat = load_split(folder, {"yaw": np.nan})
     return {"images": cat["images"], "posmaps": cat["posmaps"]}, cat["yaw"].astype(np.float64)
 
 
