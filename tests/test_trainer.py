@@ -42,15 +42,16 @@ def fake_cache(root, layout, n=12, val=4):
     return root
 
 
-@pytest.mark.parametrize("arch, size", [("light", 128), ("prnet", 256)])
+@pytest.mark.parametrize("arch, size", [("light", 128), ("prnet", 256), ("mobile", 160), ("mobile", 128)])
 def test_generators_map_crops_to_uv_maps(arch, size):
-    net = build_generator(arch).eval()
+    net = build_generator(arch, input_size=size).eval()
     with torch.no_grad():
         y = net(torch.randn(2, 3, size, size))
     assert y.shape == (2, 3, 256, 256)
     assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
     n_params = sum(p.numel() for p in net.parameters())
-    assert (1e5 < n_params < 1e6) if arch == "light" else (1e7 < n_params < 2e7)
+    bounds = {"light": (1e5, 1e6), "mobile": (3e5, 3e6), "prnet": (1e7, 2e7)}[arch]
+    assert bounds[0] < n_params < bounds[1]
 
 
 def test_weighted_loss_ignores_the_neck_and_weights_the_features(layout):
@@ -159,3 +160,40 @@ def test_sigterm_to_the_process_group_saves_a_resumable_checkpoint(tmp_path, lay
     assert "Traceback" not in err
     ck = torch.load(run / "last.pt", weights_only=False)
     assert ck["step"] >= 2
+
+
+def test_corpus_labels_rebuild_the_teachers_own_landmarks(tmp_path, shared_data, layout):
+    """label_corpus.py end to end on three photos: the UV map the dataset rebuilds from the stored
+    62 numbers puts its 68 landmark pixels where the teacher put its landmarks (both come from
+    one fit, through two routes: the UV basis and the BFM keypoint rows), on the augmented sample too."""
+    import cv2
+
+    from trainer.data import label_corpus as lc
+    from trainer.data.dataset import corpus_datasets, is_corpus
+
+    out = tmp_path / "corpus"
+    photos = ["images/lp_s0.jpg", "images/tddfa_emma.jpg", "images/d3dfr/000002.jpg"]
+    lab = lc.Labeller(shared_data)
+    recs = lc.label_photos(lab, shared_data, photos, type("Bar", (), {"update": lambda self, n: None})())
+    assert len(recs) == 6 and sorted(r["flip"] for r in recs) == [False, False, False, True, True, True]
+    (out / "shards").mkdir(parents=True)
+    np.savez(out / "shards" / "a.npz", **lc.pack([dict(r) for r in recs]))
+    np.savez(out / "uv_basis.npz", mean=lab.mean, basis=lab.basis)
+    (out / "meta.json").write_text(json.dumps({"crop_size": lc.CROP, "context": lc.CONTEXT, "label": "3ddfa_v2"}))
+    assert is_corpus(out)
+    ds, vds, _ = corpus_datasets(out, 160, layout.face_ind, layout.size, seed=0)
+    assert len(ds) == 4 and len(vds) == 2  # the d3dfr photo and its mirror are held out
+    train_recs = [r for r in recs if r["split"] == "train"]
+    for i in range(len(ds)):
+        pm = ds.context_posmap(i).reshape(-1, 3)[layout.kpt_flat]
+        err = np.linalg.norm(pm[:, :2] - train_recs[i]["lm68"][:, :2], axis=1)
+        assert np.median(err) < 1.5, err  # pixels of the 256 context crop
+    for d in (ds, vds):
+        for i in range(len(d)):
+            assert d.context_image(i).shape == (256, 256, 3)
+            x, y = d[i]
+            assert x.shape == (3, 160, 160) and y.shape == (3, 256, 256)
+            lm = y.numpy().reshape(3, -1)[:, layout.kpt_flat].T * 160 * 1.1
+            assert (lm[:, :2] > 0).all() and (lm[:, :2] < 160).all()
+    # the teacher's fit of the mirrored photo turns the other way
+    assert abs(recs[0]["yaw"] + recs[1]["yaw"]) < 5.0

@@ -37,9 +37,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamcap.bundle import ModelSpec, default_layout
-from streamcap.engine.nets import DEFAULT_INPUT, build_generator
+from streamcap.engine.nets import ARCHS, DEFAULT_INPUT, build_generator
 from trainer.cycle import PRESETS, CycleModels, UVTables, config_fields, cycle_step, discriminator_step, preset
-from trainer.data.dataset import PosmapDataset, cache_meta, load_cache
+from trainer.data.dataset import PosmapDataset, cache_meta, corpus_datasets, is_corpus, load_cache
 from trainer.losses import weight_mask_tensor, weighted_position_loss
 from trainer.models.discriminators import LandmarkDiscriminator, UVDiscriminator
 from trainer.preview import preview
@@ -102,8 +102,11 @@ def add_run_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
 
 def train_val_datasets(data: Path, spec: ModelSpec, seed: int) -> tuple[PosmapDataset, PosmapDataset, dict]:
     """The cache's training split (augmented, seeded) and held-out split, cropped for ``spec``."""
-    meta = cache_meta(data)
     common = {"mean": spec.mean, "std": spec.std, "output_scale": spec.output_scale}
+    if is_corpus(data):
+        layout = default_layout()
+        return corpus_datasets(data, spec.input_size, layout.face_ind, layout.size, seed, **common)
+    meta = cache_meta(data)
     ds = PosmapDataset(load_cache(data, "train"), spec.input_size, meta["context"], train=True, seed=seed, **common)
     vds = PosmapDataset(load_cache(data, "val"), spec.input_size, meta["context"], train=False, **common)
     return ds, vds, meta
@@ -351,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="supervised weighted-mask training of the generator")
     d = PretrainConfig()
     add_run_flags(p, d)
-    p.add_argument("--arch", choices=("light", "prnet"), default=d.arch)
+    p.add_argument("--arch", choices=tuple(ARCHS), default=d.arch)
     p.add_argument("--input-size", type=int, default=d.input_size)
     p.add_argument("--width", type=float, default=d.width)
     add_cycle_parser(sub)

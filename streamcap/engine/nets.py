@@ -1,11 +1,14 @@
 """Generator networks: face crop -> UV position map (N, 3, 256, 256) in [0, 1].
 
 Shared by the trainer and the runtime's torch backend (the ONNX Runtime and TensorRT backends
-never import torch). Two architectures with one interface:
+never import torch). Three architectures with one interface:
 
 * ``prnet``: the network of Feng et al. 2018: a 256x256 input, a stride-2 residual encoder
   256 -> 8 (16..512 channels, 10 residual blocks) and 17 transposed convolutions back to a
   256x256x3 map, BN + ReLU throughout and a sigmoid output.
+* ``mobile``: the default since the 3DDFA_V2-labelled corpus: a 128-160 px input, a
+  MobileNetV2-style inverted-residual encoder and a light separable decoder back to 1/2 of the
+  input, bilinearly resized to the 256x256 layout.
 * ``light``: for real time on CPUs: a 128x128 input, depthwise-separable residual encoder to
   4x4, a U-Net style decoder with skips back to 128x128, a sigmoid, and a bilinear x2 to the
   256x256 UV layout (the map is smooth, so the upsampling costs no accuracy that matters).
@@ -102,6 +105,67 @@ class LightGenerator(nn.Module):
         return F.interpolate(y, size=(self.uv_size, self.uv_size), mode="bilinear", align_corners=False)
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand (t x), 3x3 depthwise (stride s), 1x1 linear project; identity
+    shortcut when the shape is kept."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, expand: int = 4) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), *_bn_relu(mid),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), *_bn_relu(mid),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class MobileGenerator(nn.Module):
+    """128-160 px crop -> 256x256 UV position map: a MobileNetV2-style inverted-residual encoder to
+    1/32, a light separable decoder with skips back to 1/2, a sigmoid, and a bilinear resize to
+    the UV layout."""
+
+    # (output channels at width 1, blocks, stride of the first) per encoder stage
+    STAGES = ((24, 2, 2), (32, 3, 2), (64, 3, 2), (96, 2, 1), (160, 3, 2))
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        w = cfg.width
+        ch = lambda v: max(8, int(round(v * w / 8.0)) * 8)  # noqa: E731
+        self.uv_size = cfg.uv_size
+        c0 = ch(16)
+        self.stem = nn.Sequential(nn.Conv2d(3, c0, 3, 2, 1, bias=False), *_bn_relu(c0))  # /2
+        stages, cin, skips = [], c0, [c0]
+        for cout, n, stride in self.STAGES:
+            blocks = [InvertedResidual(cin, ch(cout), stride)]
+            blocks += [InvertedResidual(ch(cout), ch(cout)) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*blocks))
+            cin = ch(cout)
+            skips.append(cin)
+        self.enc = nn.ModuleList(stages)
+        # decoder: 1/32 -> 1/16 (+ the 96 stage) -> 1/8 -> 1/4 -> 1/2
+        self.skip_at = (3, 1, 0)  # encoder stage outputs joined at 1/16, 1/8 and 1/4; the stem at 1/2
+        dec_out = (ch(64), ch(32), ch(24), ch(16))
+        ins = (skips[5] + skips[4], dec_out[0] + skips[2], dec_out[1] + skips[1], dec_out[2] + skips[0])
+        self.dec = nn.ModuleList([SepConv(i, o) for i, o in zip(ins, dec_out)])
+        self.head = nn.Sequential(SepConv(dec_out[3], dec_out[3]), nn.Conv2d(dec_out[3], 3, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [self.stem(x)]
+        for stage in self.enc:
+            feats.append(stage(feats[-1]))
+        # feats: 0 stem /2, 1 /4, 2 /8, 3 /16 (64), 4 /16 (96), 5 /32
+        y = feats[5]
+        for block, s in zip(self.dec, (feats[4], feats[2], feats[1], feats[0])):
+            y = block(torch.cat([F.interpolate(y, size=s.shape[-2:], mode="nearest"), s], 1))
+        y = torch.sigmoid(self.head(y))
+        return F.interpolate(y, size=(self.uv_size, self.uv_size), mode="bilinear", align_corners=False)
+
+
 class ResBlock(nn.Module):
     """PRNet's residual block: 1x1 -> 4x4 (stride s) -> 1x1 bottleneck with a projected shortcut."""
 
@@ -164,8 +228,8 @@ class PRNetGenerator(nn.Module):
         return torch.sigmoid(x)
 
 
-ARCHS = {"light": LightGenerator, "prnet": PRNetGenerator}
-DEFAULT_INPUT = {"light": 128, "prnet": 256}
+ARCHS = {"light": LightGenerator, "prnet": PRNetGenerator, "mobile": MobileGenerator}
+DEFAULT_INPUT = {"light": 128, "prnet": 256, "mobile": 160}
 
 
 def build_generator(arch: str = "light", **cfg: object) -> nn.Module:

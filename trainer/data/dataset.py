@@ -28,6 +28,8 @@ class AugmentConfig:
     blur_p: float = 0.2
     noise_p: float = 0.2
     occlude_p: float = 0.3
+    gray_p: float = 0.15
+    jpeg_p: float = 0.2  # re-compress at quality 15..70
 
 
 def load_cache(root: Path, split: str, kinds: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
@@ -91,7 +93,7 @@ class PosmapDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch, idx])
 
     def transform(self, idx: int) -> np.ndarray:
-        ctx = self.images.shape[1]
+        ctx = self.context_size
         side = ctx / self.context
         if not self.train:
             return _similarity(ctx / 2.0, side, self.size, 1.0, 0.0, np.zeros(2))
@@ -109,6 +111,12 @@ class PosmapDataset(Dataset):
             x = cv2.GaussianBlur(x, (0, 0), r.uniform(0.5, 1.8))
         if r.random() < a.noise_p:
             x = x + r.normal(0, r.uniform(2, 10), x.shape)
+        if r.random() < a.gray_p:
+            x = np.repeat(x.mean(-1, keepdims=True), 3, -1)
+        if r.random() < a.jpeg_p:
+            ok, enc = cv2.imencode(".jpg", np.clip(x, 0, 255).astype(np.uint8),
+                                   [cv2.IMWRITE_JPEG_QUALITY, int(r.integers(15, 71))])
+            x = cv2.imdecode(enc, cv2.IMREAD_COLOR).astype(np.float32) if ok else x
         if r.random() < a.occlude_p:
             s = self.size
             w, h = (r.uniform(0.15, 0.45, 2) * s).astype(int)
@@ -116,19 +124,118 @@ class PosmapDataset(Dataset):
             x[y0 : y0 + h, x0 : x0 + w] = r.uniform(0, 255, 3)
         return np.clip(x, 0, 255)
 
+    @property
+    def context_size(self) -> int:
+        return int(self.images.shape[1])
+
+    def context_image(self, idx: int) -> np.ndarray:
+        """(C, C, 3) uint8 BGR context crop of sample ``idx``."""
+        return self.images[idx]
+
+    def context_posmap(self, idx: int) -> np.ndarray:
+        """(U, U, 3) float32 label in context-crop pixels, zero outside the face."""
+        return self.posmaps[idx].astype(np.float32)
+
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.transform(idx)
-        img = cv2.warpAffine(self.images[idx], m, (self.size, self.size), flags=cv2.INTER_LINEAR,
+        img = cv2.warpAffine(self.context_image(idx), m, (self.size, self.size), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_CONSTANT)
-        pm = self.posmaps[idx].astype(np.float32)
+        pm = self.context_posmap(idx)
         face = np.any(pm != 0, axis=-1)
         k = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
         out = np.zeros_like(pm)
         out[..., :2] = pm[..., :2] @ m[:, :2].T + m[:, 2]
-        ctx = self.images.shape[1]
+        ctx = self.context_size
         out[..., 2] = (pm[..., 2] - ctx / 2.0) * k + self.size / 2.0
         out[~face] = 0.0
         x = self.photometric(img, idx) if self.train else img.astype(np.float32)
         x = (x[..., ::-1] - self.mean) / self.std  # BGR -> RGB, normalise
         return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)),
                 torch.from_numpy(np.ascontiguousarray((out / self.norm).transpose(2, 0, 1), dtype=np.float32)))
+
+
+# --- the 3DDFA_V2-labelled corpus (trainer/data/label_corpus.py) ------------------------------
+
+
+def is_corpus(root: Path) -> bool:
+    """True for a cache written by label_corpus.py (JPEG crops + 62-number teacher labels)."""
+    return cache_meta(Path(root)).get("label") == "3ddfa_v2"
+
+
+def load_corpus(root: Path, split: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """All samples of ``split`` from ``root/shards``: one JPEG blob with offsets, labels (N, 62),
+    yaw, kind, identity. The held-out split comes in a fixed shuffled order, so validating on
+    its first N samples sees every source."""
+    parts: dict[str, list] = {"jpeg": [], "sizes": [], "label": [], "yaw": [], "kind": [], "identity": []}
+    for sh in sorted(p for p in (Path(root) / "shards").glob("*.npz") if not p.name.endswith(".tmp.npz")):
+        with np.load(sh) as z:
+            keep = np.flatnonzero(z["split"] == split)
+            if not len(keep):
+                continue
+            off = z["offsets"]
+            blob = z["jpeg"]
+            parts["jpeg"].extend(blob[off[i]:off[i + 1]] for i in keep)
+            parts["sizes"].append(off[keep + 1] - off[keep])
+            for k in ("label", "yaw", "kind", "identity"):
+                parts[k].append(z[k][keep])
+    if not parts["label"]:
+        raise FileNotFoundError(f"no {split} samples under {Path(root) / 'shards'}")
+    n = sum(len(v) for v in parts["label"])
+    order = np.random.default_rng([seed, 7]).permutation(n) if split != "train" else np.arange(n)
+    sizes = np.concatenate(parts["sizes"])[order]
+    jpegs = [parts["jpeg"][i] for i in order]
+    out = {k: np.concatenate(parts[k])[order] for k in ("label", "yaw", "kind", "identity")}
+    out["offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    out["jpeg"] = np.concatenate(jpegs)
+    return out
+
+
+class CorpusDataset(PosmapDataset):
+    """PosmapDataset over the labelled corpus: decodes the JPEG crop and rebuilds the UV position
+    map from the teacher's 62 numbers with the UV basis (mean (V, 3), basis (V, 3, 50))."""
+
+    def __init__(self, data: dict[str, np.ndarray], basis: dict[str, np.ndarray], face_ind: np.ndarray,
+                 uv_size: int, context_size: int, input_size: int, context: float, train: bool, **kw) -> None:
+        super().__init__({"images": None, "posmaps": None}, input_size, context, train, **kw)
+        self.jpeg, self.offsets, self.labels = data["jpeg"], data["offsets"], data["label"]
+        self.yaw = data["yaw"]
+        self.umean = basis["mean"].astype(np.float32)
+        self.ubasis = basis["basis"].astype(np.float32)
+        self.face_ind = np.asarray(face_ind, np.int64)
+        self.uv_size = uv_size
+        self._ctx = context_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def context_size(self) -> int:
+        return self._ctx
+
+    def context_image(self, idx: int) -> np.ndarray:
+        buf = self.jpeg[self.offsets[idx]:self.offsets[idx + 1]]
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"corpus sample {idx}: JPEG does not decode")
+        return img
+
+    def context_posmap(self, idx: int) -> np.ndarray:
+        lab = self.labels[idx].astype(np.float32)
+        verts = (self.umean + self.ubasis @ lab[12:62]) @ lab[:9].reshape(3, 3).T + lab[9:12]
+        pm = np.zeros((self.uv_size * self.uv_size, 3), np.float32)
+        pm[self.face_ind] = verts
+        return pm.reshape(self.uv_size, self.uv_size, 3)
+
+
+def corpus_datasets(root: Path, input_size: int, face_ind: np.ndarray, uv_size: int, seed: int,
+                    **kw) -> tuple[CorpusDataset, CorpusDataset, dict]:
+    """Training (augmented) and held-out datasets of a label_corpus.py cache."""
+    root = Path(root)
+    meta = cache_meta(root)
+    with np.load(root / "uv_basis.npz") as z:
+        basis = {"mean": z["mean"], "basis": z["basis"]}
+    common = {"basis": basis, "face_ind": face_ind, "uv_size": uv_size, "context_size": int(meta["crop_size"]),
+              "input_size": input_size, "context": float(meta["context"]), **kw}
+    ds = CorpusDataset(load_corpus(root, "train"), train=True, seed=seed, **common)
+    vds = CorpusDataset(load_corpus(root, "val"), train=False, **common)
+    return ds, vds, meta

@@ -49,6 +49,8 @@ JPEG_QUALITY = 92
 VAL_CLIPS = {"lp_d11", "lp_d19", "lp_s32", "lia_vox1", "vr_1", "pexels_wolfgang", "iplap_129"}
 VAL_EVERY = 25  # one photo in VAL_EVERY of each faces/ source is held out
 NO_FACE_CLIPS = {"feat_no_face"}
+# LivePortrait's example photos include animals (dogs, cats, alpacas, a monkey): not faces to learn
+ANIMALS = {f"lp_s{k}" for k in (22, 23, 25, 30, 31, 32, 33, 36, 38, 39, 40, 41)}
 
 
 def identity_of(rel: str) -> str:
@@ -195,7 +197,8 @@ def plan(data: Path, only: str | None) -> list[tuple[str, list[str]]]:
         files = sorted(f"faces/{src.name}/{f.name}" for f in src.iterdir() if f.suffix.lower() in (".jpg", ".png"))
         for k in range(0, len(files), CHUNK):
             jobs.append((f"faces_{src.name}_{k // CHUNK:03d}", files[k : k + CHUNK]))
-    imgs = sorted(str(p.relative_to(data)) for p in (data / "images").rglob("*.jpg") if p.name != "group_t1.jpg")
+    imgs = sorted(str(p.relative_to(data)) for p in (data / "images").rglob("*.jpg")
+                  if p.name != "group_t1.jpg" and p.stem not in ANIMALS)
     jobs.append(("images", imgs))
     for clip in sorted((data / "videos").iterdir()):
         if clip.suffix in (".mp4", ".mov") and clip.stem not in NO_FACE_CLIPS:

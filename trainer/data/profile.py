@@ -11,6 +11,8 @@ network cannot read the pose from a ghost.
 
 writes ``shards/profile__<source>.npz`` beside the originals (train split; resumable). With
 ``--split val -o DIR`` it profiles the held-out people into a separate folder for evaluation.
+On a ``label_corpus.py`` cache (``--cache .cache/corpus --fraction 0.3``) it profiles that share
+of the samples and writes the new labels as 62 numbers again (``profile_corpus_shard``).
 """
 
 from __future__ import annotations
@@ -145,6 +147,47 @@ def profile_shard(path: Path, layout: UVLayout, per_sample: int, rng: np.random.
     }
 
 
+def profile_corpus_shard(path: Path, layout: UVLayout, basis: dict, fraction: float, rng: np.random.Generator,
+                         split: str = "train") -> dict | None:
+    """Profile a ``fraction`` of one label_corpus.py shard. The rotation and re-framing are a 3D
+    affine map of the crop, so each new label is again the teacher's 62 numbers (its A and b
+    composed with that map, recovered exactly by least squares from the moved vertices)."""
+    from trainer.data.label_corpus import pack
+
+    with np.load(path) as z:
+        data = {k: z[k] for k in z.files}
+    chosen = np.flatnonzero((data["split"] == split) & (np.abs(data["yaw"]) < 45))
+    chosen = chosen[rng.random(len(chosen)) < fraction]
+    if chosen.size == 0:
+        return None
+    recs = []
+    for i in chosen:
+        lab = data["label"][i].astype(np.float64)
+        a, b = lab[:9].reshape(3, 3), lab[9:12]
+        verts = (basis["mean"] + basis["basis"] @ lab[12:62].astype(np.float32)).astype(np.float64) @ a.T + b
+        pm = np.zeros((layout.size * layout.size, 3), np.float32)
+        pm[layout.face_ind] = verts
+        image = cv2.imdecode(data["jpeg"][data["offsets"][i]:data["offsets"][i + 1]], cv2.IMREAD_COLOR)
+        target = rng.choice([-1.0, 1.0]) * rng.uniform(15.0, 75.0)
+        dyaw = float(np.clip(target - data["yaw"][i], -80.0, 80.0))
+        img, pm2 = profile_sample(image, pm.reshape(layout.size, layout.size, 3), layout, dyaw,
+                                  float(rng.uniform(-10, 10)), rng)
+        moved = pm2.reshape(-1, 3)[layout.face_ind].astype(np.float64)
+        t, *_ = np.linalg.lstsq(np.c_[verts, np.ones(len(verts))], moved, rcond=None)  # (4, 3)
+        a2, b2 = t[:3].T @ a, t[:3].T @ b + t[3]
+        new = (basis["mean"] + basis["basis"] @ lab[12:62].astype(np.float32)).astype(np.float64) @ a2.T + b2
+        pose = estimate_pose(new.astype(np.float32), layout)
+        ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            continue
+        recs.append({"jpeg": jpg.ravel(), "label": np.concatenate([a2.ravel(), b2, lab[12:62]]).astype(np.float32),
+                     "lm68": new[layout.kpt_vertex].astype(np.float32), "yaw": float(pose.yaw),
+                     "pitch": float(pose.pitch), "roll": float(pose.roll), "crop_scale": data["crop_scale"][i],
+                     "flip": data["flip"][i], "frame": data["frame"][i], "source": data["source"][i],
+                     "identity": data["identity"][i], "split": data["split"][i], "kind": "profile"})
+    return pack(recs) if recs else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=Path(".cache/dataset"))
@@ -154,10 +197,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="which split to profile (val profiles are for evaluation only)")
     ap.add_argument("-o", "--out", type=Path, default=None,
                     help="shard folder to write (default: the cache's own shards/)")
+    ap.add_argument("--fraction", type=float, default=0.3,
+                    help="label_corpus.py caches: the share of samples (|yaw| < 45) to profile")
     args = ap.parse_args(argv)
     out_dir = args.out or args.cache / "shards"
     out_dir.mkdir(parents=True, exist_ok=True)
     layout = default_layout()
+    corpus = (args.cache / "uv_basis.npz").is_file()
+    if corpus:
+        with np.load(args.cache / "uv_basis.npz") as z:
+            basis = {"mean": z["mean"], "basis": z["basis"]}
     shards = [p for p in sorted((args.cache / "shards").glob("*.npz"))
               if not p.name.startswith("profile__") and not p.name.endswith(".tmp.npz")]
     for sh in tqdm(shards, desc="profiling", unit="shard"):
@@ -165,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         if dst.exists():
             continue
         rng = np.random.default_rng([args.seed, len(sh.name), sum(sh.name.encode())])
-        rec = profile_shard(sh, layout, args.per_sample, rng, args.split)
+        rec = (profile_corpus_shard(sh, layout, basis, args.fraction, rng, args.split) if corpus
+               else profile_shard(sh, layout, args.per_sample, rng, args.split))
         if rec is None:
             continue
         tmp = dst.with_name(dst.stem + ".tmp.npz")
