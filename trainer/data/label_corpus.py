@@ -197,8 +197,8 @@ def plan(data: Path, only: str | None) -> list[tuple[str, list[str]]]:
         files = sorted(f"faces/{src.name}/{f.name}" for f in src.iterdir() if f.suffix.lower() in (".jpg", ".png"))
         for k in range(0, len(files), CHUNK):
             jobs.append((f"faces_{src.name}_{k // CHUNK:03d}", files[k : k + CHUNK]))
-    imgs = sorted(str(p.relative_to(data)) for p in (data / "images").rglob("*.jpg")
-                  if p.name != "group_t1.jpg" and p.stem not in ANIMALS)
+    imgs = sorted(str(p.relative_to(data)) for p in (data / "images").rglob("*")
+                  if p.suffix.lower() in (".jpg", ".png") and p.name != "group_t1.jpg" and p.stem not in ANIMALS)
     jobs.append(("images", imgs))
     for clip in sorted((data / "videos").iterdir()):
         if clip.suffix in (".mp4", ".mov") and clip.stem not in NO_FACE_CLIPS:
