@@ -101,9 +101,9 @@ def openings(lm: np.ndarray) -> tuple[float, float]:
     io = float(np.linalg.norm(lm[36:42, :2].mean(0) - lm[42:48, :2].mean(0)))
     mouth = float(np.linalg.norm(lm[62, :2] - lm[66, :2])) / io
     eyes = []
-    for a, b, c, d, l, r in ((37, 41, 38, 40, 36, 39), (43, 47, 44, 46, 42, 45)):
+    for a, b, c, d, left, right in ((37, 41, 38, 40, 36, 39), (43, 47, 44, 46, 42, 45)):
         gap = np.linalg.norm(lm[a, :2] - lm[b, :2]) + np.linalg.norm(lm[c, :2] - lm[d, :2])
-        eyes.append(gap / (2 * np.linalg.norm(lm[l, :2] - lm[r, :2])))
+        eyes.append(gap / (2 * np.linalg.norm(lm[left, :2] - lm[right, :2])))
     return mouth, float(np.mean(eyes))
 
 
@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(out["profiled"]))
     out["five_point"] = five_point(args.data, recs, teacher, dl, detector)
     print("\nd3dfr 5-point NME vs human annotation:",
-          {k: (f"{v['nme'] * 100:.2f}%" if v["nme"] is not None else None, v["n"]) for k, v in out["five_point"].items()})
+          {k: (f"{v['nme'] * 100:.2f}%" if v["nme"] is not None else None, v["n"])
+           for k, v in out["five_point"].items()})
     out["clips"] = {}
     for clip in args.clips:
         path = next((p for p in (args.data / "videos").glob(f"{clip}.*")), None)

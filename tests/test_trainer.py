@@ -166,8 +166,6 @@ def test_corpus_labels_rebuild_the_teachers_own_landmarks(tmp_path, shared_data,
     """label_corpus.py end to end on three photos: the UV map the dataset rebuilds from the stored
     62 numbers puts its 68 landmark pixels where the teacher put its landmarks (both come from
     one fit, through two routes: the UV basis and the BFM keypoint rows), on the augmented sample too."""
-    import cv2
-
     from trainer.data import label_corpus as lc
     from trainer.data.dataset import corpus_datasets, is_corpus
 

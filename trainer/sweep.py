@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.process_time()
         ck = torch.load(run / "last.pt", weights_only=False) if (run / "last.pt").is_file() else {}
         res = ck.get("val") if ck.get("step") == plan["steps"] and ck.get("val") else pretrain(cfg)
+        params = sum(p.numel() for p in build_generator(arch, input_size=size, width=width).parameters())
         table.append({"candidate": cand, **plan, "cpu_minutes_this_call": (time.process_time() - t0) / 60,
                       "val_nme2d": res["val_nme2d"], "val_nme3d": res["val_nme3d"], "val_n": res["val_n"],
-                      "params": sum(p.numel() for p in build_generator(arch, input_size=size, width=width).parameters()),
-                      "ort_ms_2threads": ort_ms(arch, size, width)})
+                      "params": params, "ort_ms_2threads": ort_ms(arch, size, width)})
         (args.out / "sweep.json").write_text(json.dumps(table, indent=1))
     print("| candidate | params | steps | NME 2D | NME 3D | ORT ms/face (2 threads) |")
     print("| --- | --- | --- | --- | --- | --- |")
