@@ -123,7 +123,7 @@ class ExpressionSolver:
 
         jaw, gap = rise("jaw"), rise("gap")
         narrow = _clip(-rise("width"))
-        open_ = _clip(m["gap"] / 0.15)  # lips apart (absolute: closed lips are ~0 for everyone)
+        open_ = _clip(gap * 3)  # lips apart by a third of the jaw's full scale
         side = rise("jaw_x")
         return {
             "jawOpen": _clip(jaw),

@@ -224,8 +224,10 @@ class Take:
             s = self.sample(ff, face, timestamp)
             ff.row(row, timestamp, s)
             out[int(fid)] = s
-            # the texture for the glTF: the most frontal view of the take
-            score = abs(face.pose.yaw) + abs(face.pose.pitch)
+            # the texture for the glTF: the most frontal view of the take with eyes open, mouth shut
+            e = s.expressions
+            score = abs(face.pose.yaw) + abs(face.pose.pitch) + 20 * (e["eyeBlinkLeft"] + e["eyeBlinkRight"]
+                                                                      + e["jawOpen"])
             if face.texture is not None and score < ff.texture_score:
                 ff.texture, ff.texture_score = face.texture.copy(), score
         for fid, ff in self.faces.items():

@@ -192,6 +192,11 @@ def write_take_glb(path: str | Path, anim: TakeAnimation, basis, layout: UVLayou
 # --------------------------------------------------------------------------------- reading
 
 
+def _get(obj, key: str):
+    """An attribute of a pygltflib object that may have been loaded as a plain dict."""
+    return obj[key] if isinstance(obj, dict) else getattr(obj, key)
+
+
 def _array(gl, index: int, blob: bytes) -> np.ndarray:
     acc = gl.accessors[index]
     view = gl.bufferViews[acc.bufferView]
@@ -250,7 +255,7 @@ def read_take_glb(path: str | Path) -> GlbTake:
     key_times = _array(gl, by_path["weights"].input, blob)
     return GlbTake(
         base=_array(gl, prim.attributes.POSITION, blob).astype(np.float64),
-        targets=np.stack([_array(gl, t.POSITION, blob) for t in prim.targets]).astype(np.float64) if k
+        targets=np.stack([_array(gl, _get(t, "POSITION"), blob) for t in prim.targets]).astype(np.float64) if k
         else np.zeros((0, 0, 3)),
         triangles=_array(gl, prim.indices, blob).reshape(-1, 3),
         uv=_array(gl, prim.attributes.TEXCOORD_0, blob),
