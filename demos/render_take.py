@@ -50,8 +50,11 @@ def render_frame(video: Path, glb: Path, frame: int) -> np.ndarray:
     with FaceRenderer(w, h, layout) as r:
         out = r.render((image * 0.35).astype(np.uint8), [(posmap_from_vertices(verts, layout), take.texture)])
     pair = np.concatenate([image, out], 1)
+    if h < 400:  # small clips (256 px): twice the size, so the picture is legible
+        pair = cv2.resize(pair, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
     for text, x in (("source frame", 8), (f"from {glb.name}, t={take.key_times[key] + start:.2f} s", w + 8)):
-        cv2.putText(pair, text, (x, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(pair, text, (x * pair.shape[0] // h, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     return pair
 
 
