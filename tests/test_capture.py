@@ -17,23 +17,12 @@ import numpy as np
 import pytest
 
 from streamcap.expressions import NAMES, ExpressionSolver, measures
+from test_cli import one_line_error, streamcap
 
 REPO = Path(__file__).resolve().parents[1]
 VALIDATOR = REPO / "tools" / "gltf-validator"
 REQUIRED = ("jawOpen", "mouthClose", "mouthSmileLeft", "mouthSmileRight", "mouthFunnel", "mouthPucker",
             "eyeBlinkLeft", "eyeBlinkRight", "browInnerUp", "browDownLeft", "browDownRight")
-
-
-def streamcap(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamcap.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def one_line_error(p: subprocess.CompletedProcess) -> str:
-    assert p.returncode == 2, p.stderr
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
-    return lines[0]
 
 
 def validate_glb(path: Path) -> dict:
@@ -287,7 +276,8 @@ def test_capture_writes_csv_jsonl_and_glb(vox_take, layout):
     assert "face0" in p.stdout
     fid = summary["faces"][0]["id"]
     rows = list(csv.DictReader(open(out / f"face{fid}.csv")))
-    assert len(rows) == 24 and "lm67_z" in rows[0] and "c63" in rows[0]
+    k = summary["basis_components"]
+    assert len(rows) == 24 and "lm67_z" in rows[0] and f"c{k - 1}" in rows[0] and f"c{k}" not in rows[0]
     tracked = [r for r in rows if r["tracked"] == "1"]
     for r in tracked:
         assert all(0.0 <= float(r[n]) <= 1.0 for n in NAMES)
