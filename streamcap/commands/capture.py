@@ -54,11 +54,11 @@ def run(args: argparse.Namespace) -> int:
     name = f"camera {args.camera}" if args.camera is not None else str(args.input)
     try:
         _prepare_folder(args.output)
+        sender = VmcSender(*osc_to) if osc_to else None
         bundle = load_bundle(args.bundle)
         basis = load_codec(bundle)
         rec = Reconstructor(bundle, create_engine(bundle, args.backend, threads=args.threads))
         pipe = FacePipeline(rec, FaceTracker(crop_size=bundle.spec.input_size, detector=FaceDetector(args.detector)))
-        sender = VmcSender(*osc_to) if osc_to else None
     except BaseException:
         src.close()
         raise
