@@ -113,8 +113,9 @@ class _FaceFiles:
         self._csv_fh = open(self.csv_path, "w", newline="")
         self._jsonl_fh = open(self.jsonl_path, "w")
         self._csv = csv.writer(self._csv_fh)
-        self._csv.writerow(csv_header(k))
-        self.k = k
+        header = csv_header(k)
+        self._csv.writerow(header)
+        self.ncols = len(header)
         self.solver = solver
         self.smoother: _FaceSmoother | None = None
         self.tracked_prev = False
@@ -127,7 +128,7 @@ class _FaceFiles:
         self.texture_score = np.inf
 
     def gap(self, index: int, ts: float) -> None:
-        self._csv.writerow([index, _fmt(ts), 0] + [""] * (len(csv_header(self.k)) - 3))
+        self._csv.writerow([index, _fmt(ts), 0] + [""] * (self.ncols - 3))
         self._jsonl_fh.write(json.dumps({"frame": index, "timestamp": round(ts, 6), "tracked": False, "pose": None,
                                          "landmarks68": None, "expressions": None, "coefficients": None}) + "\n")
         self.tracked.append(False)
