@@ -93,6 +93,20 @@ def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.Argumen
     _add_model_flags(p)
     p.set_defaults(func=h["reconstruct"])
 
+    p = sub.add_parser("capture", help="face capture for animation: a video or camera to per-face CSV, JSONL "
+                       "and glTF (pose, landmarks, ARKit-named expressions), optionally live over OSC")
+    p.add_argument("input", type=Path, nargs="?", default=None, help="video file (or --camera N)")
+    p.add_argument("--camera", type=int, default=None, help="camera index (OpenCV) instead of a file")
+    p.add_argument("-o", "--output", type=Path, default=Path("take"), help="take folder (default: take/)")
+    p.add_argument("--no-smooth", action="store_true", help="turn off the One-Euro smoothing of the outputs")
+    p.add_argument("--osc", default=None, metavar="HOST:PORT",
+                   help="also send every frame live as VMC-protocol OSC (avatar apps listen on 39539)")
+    p.add_argument("--morph-targets", type=int, default=0, metavar="N",
+                   help="glTF morph targets: the first N basis components (default 0: all)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: until the source ends)")
+    _add_model_flags(p)
+    p.set_defaults(func=h["capture"])
+
     p = sub.add_parser("bench", help="measure speed, stream rate and quality on a clip")
     p.add_argument("input", type=Path, nargs="?", default=None, help="video clip (default: a shared example)")
     p.add_argument("--frames", type=int, default=150, help="frames to process")
@@ -132,6 +146,7 @@ def default_handlers() -> dict[str, Handler]:
         "encode": lazy("codec", "run_encode"),
         "decode": lazy("codec", "run_decode"),
         "reconstruct": lazy("reconstruct"),
+        "capture": lazy("capture"),
         "bench": lazy("bench"),
         "eval": lazy("evaluate"),
         "keygen": lazy("live", "run_keygen"),

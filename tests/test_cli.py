@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-CMDS = ("send", "receive", "encode", "decode", "reconstruct", "bench", "eval", "keygen")
+CMDS = ("send", "receive", "encode", "decode", "reconstruct", "capture", "bench", "eval", "keygen")
 
 
 def streamcap(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
