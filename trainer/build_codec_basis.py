@@ -36,12 +36,15 @@ REPORT_K = (16, 32, 64, 128)
 
 
 def find_shards(data: Path) -> list[Path]:
-    """Every ``.npz`` under ``data`` that holds ``posmaps`` and ``split`` (others are skipped)."""
+    """Every ``.npz`` under ``data`` that holds ``split`` and either ``posmaps`` or the corpus's
+    teacher ``label`` (others are skipped)."""
     out = []
     for p in sorted(Path(data).rglob("*.npz")):
+        if p.name.endswith(".tmp.npz"):
+            continue
         try:
             with np.load(p, allow_pickle=False) as z:
-                if {"posmaps", "split"} <= set(z.files):
+                if "split" in z.files and ("posmaps" in z.files or "label" in z.files):
                     out.append(p)
         except (OSError, ValueError):
             log.warning("skipping unreadable %s", p)
@@ -63,18 +66,33 @@ def choose(shards: list[Path], split: str, limit: int, rng: np.random.Generator)
     return {p: np.asarray(v) for p, v in picked.items()}
 
 
+def corpus_basis(shard: Path) -> dict | None:
+    """The UV basis of the label_corpus.py cache a shard belongs to (``<cache>/uv_basis.npz``)."""
+    for folder in (shard.parent, shard.parent.parent):
+        if (folder / "uv_basis.npz").is_file():
+            with np.load(folder / "uv_basis.npz") as z:
+                return {"mean": z["mean"], "basis": z["basis"]}
+    return None
+
+
 def load_normalised(picked: dict[Path, np.ndarray], layout: UVLayout) -> tuple[np.ndarray, np.ndarray]:
     """Pose-normalised vertices (n, V, 3) float32 and each face's pose scale (n,) (canonical
-    units -> crop pixels)."""
+    units -> crop pixels). Corpus shards give their faces through the teacher's labels."""
     n = sum(len(v) for v in picked.values())
     verts = np.empty((n, layout.n_vertices, 3), np.float32)
     scales = np.empty(n, np.float32)
     k = 0
     for p, rows in picked.items():
         with np.load(p, allow_pickle=False) as z:
-            pms = z["posmaps"]
+            pms = z["posmaps"] if "posmaps" in z.files else None
+            labels = z["label"] if pms is None else None
+        ub = corpus_basis(p) if pms is None else None
         for i in rows:
-            v = pms[i].reshape(-1, 3)[layout.face_ind].astype(np.float32)
+            if pms is not None:
+                v = pms[i].reshape(-1, 3)[layout.face_ind].astype(np.float32)
+            else:
+                lab = labels[i]
+                v = (ub["mean"] + ub["basis"] @ lab[12:62]) @ lab[:9].reshape(3, 3).T + lab[9:12]
             pose, canon = normalise_pose(v, layout)
             verts[k], scales[k] = canon, pose.scale
             k += 1
