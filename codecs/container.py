@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
+
 from streamcap.errors import CodecError, InputNotFound
 
 from .messages import BackgroundKeyframe, FaceKeyframe, FrameStart, Message, StreamHeader
-from .wire import MAX_FRAMES, MAX_PAYLOAD_BYTES, from_frames, to_frames
+from .wire import MAX_FRAMES, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, from_frames, to_frames
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,104 @@ def _split_body(body: bytes) -> list[bytes] | None:
         out.append(body[pos:pos + ln])
         pos += ln
     return out if pos == len(body) else None
+
+
+_MSGPACK_MAP = (0xDE,)  # map16; fixmaps are 0x80..0x8F
+
+
+def _candidates(data: mmap.mmap | bytes, lo: int, hi: int, end: int) -> list[int]:
+    """Offsets q in [lo, hi) whose fixed record fields are plausible (vectorised filter).
+
+    Message record: type 1, 1..MAX_FRAMES frames, a first (header) frame of 1..MAX_HEADER_BYTES
+    bytes that starts like a msgpack map, a body that holds those frames and ends by ``end``.
+    Index record: type 2 and a length of exactly 4 + count x entry size."""
+    need = REC_HEAD.size + 6  # length, type, n_frames, first frame length, first header byte
+    avail = min(hi + need, end) - lo
+    if avail < REC_HEAD.size + CRC.size:
+        return []
+    b = np.frombuffer(bytes(data[lo:lo + avail]), np.uint8)
+    n = min(hi - lo, avail - REC_HEAD.size - CRC.size + 1)
+    pad = np.zeros(need, np.uint8)
+    b = np.concatenate([b, pad])
+    rtype, nfr = b[4:4 + n], b[5:5 + n]
+    idx = np.nonzero(((rtype == REC_MESSAGE) & (nfr >= 1) & (nfr <= MAX_FRAMES)) | (rtype == REC_INDEX))[0]
+    if idx.size == 0:
+        return []
+
+    def u32(at: np.ndarray) -> np.ndarray:
+        return (b[at].astype(np.int64) | b[at + 1].astype(np.int64) << 8 | b[at + 2].astype(np.int64) << 16
+                | b[at + 3].astype(np.int64) << 24)
+
+    length = u32(idx)
+    fits = lo + idx + REC_HEAD.size + length + CRC.size <= end
+    is_msg = b[idx + 4] == REC_MESSAGE
+    f0 = u32(idx + 6)
+    head = b[idx + 10]
+    n_fr = b[idx + 5].astype(np.int64)
+    msg_ok = (is_msg & (f0 >= 1) & (f0 <= MAX_HEADER_BYTES) & (length >= 1 + 4 * n_fr + f0)
+              & (((head >= 0x80) & (head <= 0x8F)) | np.isin(head, _MSGPACK_MAP)))
+    msg_ok &= (n_fr > 1) | (length == 5 + f0)
+    count = b[idx + 5].astype(np.int64) | b[idx + 6].astype(np.int64) << 8 | \
+        b[idx + 7].astype(np.int64) << 16 | b[idx + 8].astype(np.int64) << 24
+    index_ok = ~is_msg & (length == 4 + count * ENTRY.size)
+    return (lo + idx[fits & (msg_ok | index_ok)]).tolist()
+
+
+class _PrefixCrc:
+    """CRC-32 of any byte range of a file in bounded time, from prefix CRCs.
+
+    ``P(i)`` = crc32(data[:i]) is kept at every ``step`` bytes (extended lazily, once, so the
+    whole file costs one CRC pass); P at any offset is a checkpoint plus < ``step`` bytes. CRC-32
+    is affine, so crc32(data[a:b]) = P(b) xor Z(b - a, P(a)), where Z(n, c) = crc32(n zero bytes,
+    c) xor crc32(n zero bytes, 0) is a GF(2)-linear map applied with the precomputed matrices of
+    Z(2^k, .) (the same algebra as zlib's crc32_combine)."""
+
+    def __init__(self, data: mmap.mmap | bytes, step: int = 1024) -> None:
+        self.data, self.step = data, step
+        self.marks = [0]
+        # Z(2^k, .) for k < 40 as four 256-entry tables (one per byte of the CRC register)
+        self.powers: list[list[list[int]]] = []
+        cols = [zlib.crc32(b"\0", 1 << j) ^ zlib.crc32(b"\0", 0) for j in range(32)]
+        for _ in range(40):
+            tables = []
+            for byte in range(4):
+                t = [0] * 256
+                for v in range(1, 256):
+                    low = v & -v
+                    t[v] = t[v ^ low] ^ cols[8 * byte + low.bit_length() - 1]
+                tables.append(t)
+            self.powers.append(tables)
+            cols = [self._apply(tables, c) for c in cols]
+
+    @staticmethod
+    def _apply(t: list[list[int]], c: int) -> int:
+        return t[0][c & 255] ^ t[1][(c >> 8) & 255] ^ t[2][(c >> 16) & 255] ^ t[3][c >> 24]
+
+    def _zeros(self, n: int, c: int) -> int:
+        k = 0
+        while n:
+            if n & 1:
+                c = self._apply(self.powers[k], c)
+            n >>= 1
+            k += 1
+        return c
+
+    def prefix(self, i: int) -> int:
+        k = i // self.step
+        while len(self.marks) <= k:
+            m = len(self.marks)
+            self.marks.append(zlib.crc32(self.data[(m - 1) * self.step:m * self.step], self.marks[-1]))
+        return zlib.crc32(self.data[k * self.step:i], self.marks[k])
+
+    def crc(self, a: int, b: int) -> int:
+        return self.prefix(b) ^ self._zeros(b - a, self.prefix(a))
+
+    def matches(self, q: int, end: int) -> bool:
+        """The record at ``q`` (whose length fits before ``end``) has a matching CRC."""
+        (length,) = struct.unpack_from("<I", self.data, q)
+        stop = q + REC_HEAD.size + length
+        (crc,) = CRC.unpack_from(self.data, stop)
+        return self.crc(q + 4, stop) == crc
 
 
 class ScapWriter:
@@ -229,6 +329,8 @@ class ScapReader:
             raise CodecError(f"{self.path}: .scap version {version} is not supported "
                              f"(this runtime reads {CONTAINER_VERSION})")
         self._end = self._size  # where records stop (start of the trailer when there is one)
+        self._crc: _PrefixCrc | None = None  # built on the first resync
+        self._resynced: dict[tuple[int, int], int | None] = {}
         self.index = self._load_index()
         self.header: StreamHeader | None = None
         for _, m in self._messages_from(FILE_HEADER.size, quiet=True):
@@ -344,19 +446,49 @@ class ScapReader:
         return rtype, body, nxt
 
     def _resync(self, pos: int, end: int) -> int | None:
-        """First offset after ``pos`` where a whole CRC-valid record starts, or None."""
-        data = self._data
-        for q in range(pos + 1, end - REC_HEAD.size - CRC.size + 1):
-            if data[q + 4] not in (REC_MESSAGE, REC_INDEX):
-                continue
-            length = int.from_bytes(data[q:q + 4], "little")
-            if q + REC_HEAD.size + length + CRC.size > end:
-                continue
-            if data[q + 4] == REC_MESSAGE and not 1 <= data[q + 5] <= MAX_FRAMES:
-                continue
-            if isinstance(self._record_at(q, end), tuple):
-                return q
+        """First offset after ``pos`` where a whole CRC-valid record starts, or None.
+
+        Linear time with bounded work per byte (a crafted file cannot make it quadratic):
+        numpy filters every offset on the record's fixed fields (type, frame count, a header
+        frame of 1..MAX_HEADER_BYTES starting with a msgpack map, a length that fits), the few
+        survivors get their frame lengths walked (at most MAX_FRAMES steps) and their CRC
+        checked from prefix CRCs (:class:`_PrefixCrc`), never by re-reading the record."""
+        key = (pos, end)
+        if key in self._resynced:  # the index scan, the header look-up and reading meet the same damage
+            return self._resynced[key]
+        if self._crc is None:
+            self._crc = _PrefixCrc(self._data)
+        found = self._scan(pos, end)
+        self._resynced[key] = found
+        return found
+
+    def _scan(self, pos: int, end: int) -> int | None:
+        assert self._crc is not None
+        lo, window = pos + 1, 256
+        last = end - REC_HEAD.size - CRC.size  # last offset where an empty record could start
+        while lo <= last:
+            hi = min(lo + window, last + 1)
+            for q in _candidates(self._data, lo, hi, end):
+                if self._plausible(q, end) and self._crc.matches(q, end):
+                    return q
+            lo, window = hi, min(window * 2, 1 << 20)
         return None
+
+    def _plausible(self, q: int, end: int) -> bool:
+        """A candidate's framing is consistent (message: frame lengths add up to the body)."""
+        data = self._data
+        length, rtype = REC_HEAD.unpack_from(data, q)
+        if length > MAX_RECORD:
+            return False
+        if rtype == REC_INDEX:
+            return True  # _candidates checked count against the length
+        body, stop = q + REC_HEAD.size, q + REC_HEAD.size + length
+        at = body + 1
+        for _ in range(data[body]):
+            if at + 4 > stop:
+                return False
+            at += 4 + int.from_bytes(data[at:at + 4], "little")
+        return at == stop
 
     def _messages_from(self, pos: int, quiet: bool = False) -> Iterator[tuple[int, Message]]:
         """(offset, message) of every readable message record from ``pos`` (damage rule)."""
