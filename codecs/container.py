@@ -36,7 +36,8 @@ import numpy as np
 from streamcap.errors import CodecError, InputNotFound
 
 from .messages import BackgroundKeyframe, FaceKeyframe, FrameStart, Message, StreamHeader
-from .wire import MAX_FRAMES, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, from_frames, to_frames
+from .limits import MAX_FRAMES, MAX_HEADER_BYTES, MAX_RECORD
+from .wire import from_frames, to_frames
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ CRC = struct.Struct("<I")
 ENTRY = struct.Struct("<QqdB")
 TRAILER = struct.Struct("<Q4s")
 REC_MESSAGE, REC_INDEX = 1, 2
-MAX_RECORD = MAX_FRAMES * (MAX_PAYLOAD_BYTES + 4) + 1
 
 # index entry flags
 KEY = 1  # every face of the frame is a keyframe: decoding can start here
@@ -332,11 +332,15 @@ class ScapReader:
         self._crc: _PrefixCrc | None = None  # built on the first resync
         self._resynced: dict[tuple[int, int], int | None] = {}
         self.index = self._load_index()
+        # the first readable StreamHeader (writers may repeat it before seek points, so one
+        # damaged header record does not make the file undecodable); ``header_damage`` says why
+        # the first record was not one
         self.header: StreamHeader | None = None
+        self.header_damage: str | None = self.damage_at(FILE_HEADER.size)
         for _, m in self._messages_from(FILE_HEADER.size, quiet=True):
             if isinstance(m, StreamHeader):
                 self.header = m
-            break
+                break
 
     # ------------------------------------------------------------------------------ public
 
@@ -375,6 +379,30 @@ class ScapReader:
         if frames is None:
             raise CodecError(f"{self.path}: record at offset {offset} is malformed")
         return from_frames(frames)
+
+    def damage_at(self, offset: int) -> str | None:
+        """Why no readable message record starts at ``offset`` (None: one does)."""
+        end = self._end
+        if offset + REC_HEAD.size + CRC.size > end:
+            return "the file ends there"
+        length, rtype = REC_HEAD.unpack_from(self._data, offset)
+        if rtype not in (REC_MESSAGE, REC_INDEX):
+            return f"unknown record type {rtype}"
+        if length > MAX_RECORD or offset + REC_HEAD.size + length + CRC.size > end:
+            return f"record length {length} runs past the end of the file"
+        rec = self._record_at(offset, end)
+        if not isinstance(rec, tuple):
+            return "CRC mismatch (damaged bytes)"
+        if rtype != REC_MESSAGE:
+            return "an index record, not a message"
+        try:
+            frames = _split_body(rec[1])
+            if frames is None:
+                return "inconsistent frame lengths"
+            from_frames(frames)
+        except CodecError as exc:
+            return f"the message does not parse ({exc})"
+        return None
 
     @property
     def n_frames(self) -> int:
