@@ -33,7 +33,7 @@ from types import TracebackType
 
 import numpy as np
 
-from streamcap.errors import CodecError, InputNotFound
+from streamcap.errors import CodecError, InputError, InputNotFound
 
 from .messages import BackgroundKeyframe, FaceKeyframe, FrameStart, Message, StreamHeader
 from .limits import MAX_FRAMES, MAX_HEADER_BYTES, MAX_RECORD
@@ -233,12 +233,22 @@ class ScapWriter:
     """Writes a ``.scap`` file; use as a context manager so the index is written on exit.
 
     Every record is flushed to the OS as it is written (``fsync=True`` also forces it to disk),
-    so a crash mid-encode leaves a readable prefix.
+    so a crash mid-encode leaves a readable prefix. An existing file at ``path`` is never cut
+    short by a failure: the new stream goes to ``.NAME.partial`` beside it and replaces it on
+    ``close()``; leaving the ``with`` block on an error (other than Ctrl-C) discards it and
+    keeps the old file (``abort()``).
     """
 
     def __init__(self, path: str | Path, fsync: bool = False) -> None:
         self.path = Path(path)
-        self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        if self.path.is_dir():
+            raise InputError(f"output {self.path} is a folder, not a file")
+        self._replacing = self.path.exists()
+        self._write_path = self.path.with_name(f".{self.path.name}.partial") if self._replacing else self.path
+        try:
+            self._f = open(self._write_path, "wb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self._fsync = fsync
         self._indexer = _Indexer()
         self._f.write(FILE_HEADER.pack(MAGIC, CONTAINER_VERSION, 0))
@@ -286,6 +296,18 @@ class ScapWriter:
         self._flush()
         self._f.close()
         self.closed = True
+        if self._replacing:
+            os.replace(self._write_path, self.path)
+
+    def abort(self) -> None:
+        """Give up: when an older file was being replaced it stays as it was and the new one is
+        removed; a new file keeps its readable prefix (closed with its index)."""
+        if not self._replacing:
+            self.close()
+        elif not self.closed:
+            self._f.close()
+            self.closed = True
+            self._write_path.unlink(missing_ok=True)
 
     def _flush(self) -> None:
         self._f.flush()
@@ -297,7 +319,10 @@ class ScapWriter:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()  # also on an exception: what was written stays a valid, indexed file
+        if ev is not None and not isinstance(ev, KeyboardInterrupt):
+            self.abort()  # a failure never destroys an older file; a new one keeps its prefix
+        else:
+            self.close()  # finished, or stopped by the user: what was written is a valid, indexed file
 
 
 class ScapReader:

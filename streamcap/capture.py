@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from struct import error as struct_error
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 from .errors import CameraUnavailable, InputError, InputNotFound, VideoError
 
 log = logging.getLogger(__name__)
+MAX_CAMERA_INDEX = 255
 
 
 @dataclass
@@ -30,13 +32,52 @@ class Frame:
     wall: float = 0.0  # time.time() when the source delivered it (capture time for latency)
 
 
+MAX_IMAGE_BYTES = 256 << 20  # an input image file
+MAX_IMAGE_SIDE = 32768
+MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpx (a 3-byte BGR copy is 200 MB)
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, read without decoding a pixel (Pillow opens
+    lazily), or None when it is not an image Pillow knows. Sizes beyond Pillow's own bomb limit
+    come back as (inf, inf)."""
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError:
+        return (2**63, 2**63)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct_error):
+        return None
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 BGR."""
+    """An image file as (H, W, 3) uint8 BGR. Its size is checked from the header before it is
+    decoded, so a small file that claims a huge picture costs nothing."""
     p = Path(path)
     if not p.is_file():
         raise InputNotFound(f"{p}: no such file")
+    if p.stat().st_size > MAX_IMAGE_BYTES:
+        raise InputError(f"{p}: larger than {MAX_IMAGE_BYTES >> 20} MB")
     data = np.fromfile(str(p), np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    size = image_size(data.tobytes()) if data.size else None
+    if size is None:
+        raise InputError(f"{p}: not an image (or an unsupported format)")
+    w, h = size
+    if not (1 <= w <= MAX_IMAGE_SIDE and 1 <= h <= MAX_IMAGE_SIDE and w * h <= MAX_IMAGE_PIXELS):
+        shown = "beyond any limit" if w >= 2**63 else f"{w}x{h}"
+        raise InputError(f"{p}: image is {shown}; at most {MAX_IMAGE_PIXELS // 10**6} Mpx and "
+                         f"{MAX_IMAGE_SIDE} px a side are read")
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        img = None
     if img is None:
         raise InputError(f"{p}: not an image (or an unsupported format)")
     return img
@@ -107,6 +148,9 @@ class CameraSource:
     """An OpenCV camera; fails within ``open_timeout`` seconds instead of hanging."""
 
     def __init__(self, index: int, open_timeout: float = 2.0) -> None:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_CAMERA_INDEX:
+            # OpenCV's "any camera" index -1 crashes its V4L2 backend when there is none
+            raise CameraUnavailable(f"camera index must be 0..{MAX_CAMERA_INDEX}, got {index!r}")
         self.index = index
         # OpenCV's backends print their own warnings for a missing device; we say it in one line
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
