@@ -181,9 +181,10 @@ class _PrefixCrc:
     c) xor crc32(n zero bytes, 0) is a GF(2)-linear map applied with the precomputed matrices of
     Z(2^k, .) (the same algebra as zlib's crc32_combine)."""
 
-    def __init__(self, data: mmap.mmap | bytes, step: int = 1024) -> None:
+    def __init__(self, data: mmap.mmap | bytes, step: int = 256) -> None:
         self.data, self.step = data, step
         self.marks = [0]
+        self._cursor = (0, 0)  # (offset, P(offset)) of the last record start looked at
         # Z(2^k, .) for k < 40 as four 256-entry tables (one per byte of the CRC register)
         self.powers: list[list[list[int]]] = []
         cols = [zlib.crc32(b"\0", 1 << j) ^ zlib.crc32(b"\0", 0) for j in range(32)]
@@ -212,14 +213,24 @@ class _PrefixCrc:
         return c
 
     def prefix(self, i: int) -> int:
-        k = i // self.step
-        while len(self.marks) <= k:
-            m = len(self.marks)
-            self.marks.append(zlib.crc32(self.data[(m - 1) * self.step:m * self.step], self.marks[-1]))
-        return zlib.crc32(self.data[k * self.step:i], self.marks[k])
+        """P(i): from the cursor when ``i`` is just ahead of it (record starts come in order),
+        else from the checkpoint below ``i``; either way at most ``step`` bytes are read."""
+        at, val = self._cursor
+        if not at <= i <= at + self.step:
+            k = i // self.step
+            while len(self.marks) <= k:
+                m = len(self.marks)
+                self.marks.append(zlib.crc32(self.data[(m - 1) * self.step:m * self.step], self.marks[-1]))
+            at, val = k * self.step, self.marks[k]
+        self._cursor = (i, zlib.crc32(self.data[at:i], val))
+        return self._cursor[1]
 
     def crc(self, a: int, b: int) -> int:
-        return self.prefix(b) ^ self._zeros(b - a, self.prefix(a))
+        pa = self.prefix(a)
+        cursor = self._cursor
+        pb = self.prefix(b)
+        self._cursor = cursor  # b is far ahead: keep serving the starts
+        return pb ^ self._zeros(b - a, pa)
 
     def matches(self, q: int, end: int) -> bool:
         """The record at ``q`` (whose length fits before ``end``) has a matching CRC."""
