@@ -374,21 +374,23 @@ def test_11_failed_write_keeps_the_existing_file(tmp_path, base):
 
 
 def test_11_encode_onto_an_existing_stream_that_fails_keeps_it(tmp_path, base):
+    """A video whose frames do not decode: the encode fails after its output was opened."""
+    from streamcap.videowriter import VideoWriter
+
     target = tmp_path / "keep.scap"
     shutil.copyfile(base, target)
     before = target.read_bytes()
-    video = tmp_path / "blank.mp4"
-    from streamcap.videowriter import VideoWriter
-
-    with VideoWriter(video, 10) as vw:  # no face anywhere: the encode ends with an error or nothing
-        for _ in range(3):
-            vw.write(np.zeros((64, 64, 3), np.uint8))
-    p = streamcap("encode", video, "-o", target, "--threads", "1")
-    assert p.returncode == 0 or target.read_bytes() == before, p.stderr
-    bad = tmp_path / "bad.mp4"
-    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
-    one_line_error(streamcap("encode", bad, "-o", target))
-    assert target.read_bytes() == before or p.returncode == 0
+    video = tmp_path / "zeroed.mp4"
+    with VideoWriter(video, 10) as vw:
+        for i in range(5):
+            vw.write(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    data = bytearray(video.read_bytes())
+    at = data.find(b"mdat")
+    size = int.from_bytes(data[at - 4:at], "big")
+    data[at + 4:at - 4 + size] = bytes(size - 8)  # every coded frame zeroed
+    video.write_bytes(bytes(data))
+    assert "no decodable frame" in one_line_error(streamcap("encode", video, "-o", target, "--threads", "1"))
+    assert target.read_bytes() == before and not list(tmp_path.glob(".*.partial"))
 
 
 # ------------------------------------------------------------------------- 12, 16. images
@@ -410,7 +412,7 @@ def test_12_16_huge_image_headers_are_refused_before_decoding(tmp_path):
     jpg.write_bytes(_jpeg_claiming(65000, 65000))
     png.write_bytes(_png_claiming(30000, 30000))
     for p in (jpg, png):
-        with pytest.raises(InputError, match="image is"):
+        with pytest.raises(InputError, match=r"image is (65000x65000|30000x30000)"):
             read_image(p)
 
 
@@ -481,21 +483,20 @@ def test_17_18_nan_timeout_and_out_of_range_ports_are_refused():
 
 
 def test_19_bundle_name_in_a_stream_is_never_a_path(tmp_path):
-    from streamcap.bundle import shipped_bundle
-
-    assert shipped_bundle("light128") is not None
-    for name in ("../models/light128", "/tmp", str(tmp_path), "light128/..", "", "."):
-        assert shipped_bundle(name) is None
     evil = tmp_path / "evil"  # a folder the file names: a manifest that would fail to load
     evil.mkdir()
     (evil / "manifest.json").write_text("{}")
-    msgs = flat(real_stream())
     forged = [StreamHeader(**{**m.__dict__, "bundle_id": str(evil)}) if isinstance(m, StreamHeader) else m
-              for m in msgs]
+              for m in flat(real_stream())]
     path = write_scap(tmp_path / "named.scap", forged)
     p = streamcap("decode", path, "-o", tmp_path / "named.mp4")
     assert p.returncode == 0, p.stderr  # decoded with the shipped bundle whose codec matches
     assert frame_count(tmp_path / "named.mp4") == len(real_stream())
+    from streamcap.bundle import shipped_bundle
+
+    assert shipped_bundle("light128") is not None
+    for name in ("../models/light128", "/tmp", str(tmp_path), "light128/..", "", ".", "light128\0"):
+        assert shipped_bundle(name) is None
 
 
 # ------------------------------------------------------------------------- 20. one damaged header record
