@@ -131,9 +131,6 @@ def _split_body(body: bytes) -> list[bytes] | None:
     return out if pos == len(body) else None
 
 
-_MSGPACK_MAP = (0xDE,)  # map16; fixmaps are 0x80..0x8F
-
-
 def _candidates(data: mmap.mmap | bytes, lo: int, hi: int, end: int) -> list[int]:
     """Offsets q in [lo, hi) whose fixed record fields are plausible (vectorised filter).
 
@@ -148,28 +145,27 @@ def _candidates(data: mmap.mmap | bytes, lo: int, hi: int, end: int) -> list[int
     n = min(hi - lo, avail - REC_HEAD.size - CRC.size + 1)
     pad = np.zeros(need, np.uint8)
     b = np.concatenate([b, pad])
-    rtype, nfr = b[4:4 + n], b[5:5 + n]
-    idx = np.nonzero(((rtype == REC_MESSAGE) & (nfr >= 1) & (nfr <= MAX_FRAMES)) | (rtype == REC_INDEX))[0]
-    if idx.size == 0:
-        return []
+    rtype, nfr, head = b[4:4 + n], b[5:5 + n], b[10:10 + n]
+    # cheap byte tests first, on every offset; 32-bit fields only for the few survivors
+    msg = (rtype == REC_MESSAGE) & (nfr >= 1) & (nfr <= MAX_FRAMES) & (((head & 0xF0) == 0x80) | (head == 0xDE))
+    idx_msg = np.nonzero(msg)[0]
+    idx_index = np.nonzero(rtype == REC_INDEX)[0]
 
     def u32(at: np.ndarray) -> np.ndarray:
         return (b[at].astype(np.int64) | b[at + 1].astype(np.int64) << 8 | b[at + 2].astype(np.int64) << 16
                 | b[at + 3].astype(np.int64) << 24)
 
-    length = u32(idx)
-    fits = lo + idx + REC_HEAD.size + length + CRC.size <= end
-    is_msg = b[idx + 4] == REC_MESSAGE
-    f0 = u32(idx + 6)
-    head = b[idx + 10]
-    n_fr = b[idx + 5].astype(np.int64)
-    msg_ok = (is_msg & (f0 >= 1) & (f0 <= MAX_HEADER_BYTES) & (length >= 1 + 4 * n_fr + f0)
-              & (((head >= 0x80) & (head <= 0x8F)) | np.isin(head, _MSGPACK_MAP)))
-    msg_ok &= (n_fr > 1) | (length == 5 + f0)
-    count = b[idx + 5].astype(np.int64) | b[idx + 6].astype(np.int64) << 8 | \
-        b[idx + 7].astype(np.int64) << 16 | b[idx + 8].astype(np.int64) << 24
-    index_ok = ~is_msg & (length == 4 + count * ENTRY.size)
-    return (lo + idx[fits & (msg_ok | index_ok)]).tolist()
+    def fits(at: np.ndarray, length: np.ndarray) -> np.ndarray:
+        return lo + at + REC_HEAD.size + length + CRC.size <= end
+
+    length, f0, n_fr = u32(idx_msg), u32(idx_msg + 6), b[idx_msg + 5].astype(np.int64)
+    ok_msg = fits(idx_msg, length) & (f0 >= 1) & (f0 <= MAX_HEADER_BYTES) & (length >= 1 + 4 * n_fr + f0)
+    ok_msg &= (n_fr > 1) | (length == 5 + f0)
+    length = u32(idx_index)
+    ok_index = fits(idx_index, length) & (length == 4 + u32(idx_index + 5) * ENTRY.size)
+    found = np.concatenate([idx_msg[ok_msg], idx_index[ok_index]])
+    found.sort()
+    return (lo + found).tolist()
 
 
 class _PrefixCrc:
@@ -185,31 +181,41 @@ class _PrefixCrc:
         self.data, self.step = data, step
         self.marks = [0]
         self._cursor = (0, 0)  # (offset, P(offset)) of the last record start looked at
-        # Z(2^k, .) for k < 40 as four 256-entry tables (one per byte of the CRC register)
-        self.powers: list[list[list[int]]] = []
+        # Z(d * 16^j, .) for d < 16, j < 10 (distances < 2^40), each as four 256-entry tables
+        # (one per byte of the CRC register): a shift costs one table look-up per hex digit
+        self.powers: list[list[list[list[int]]]] = []
         cols = [zlib.crc32(b"\0", 1 << j) ^ zlib.crc32(b"\0", 0) for j in range(32)]
-        for _ in range(40):
-            tables = []
-            for byte in range(4):
-                t = [0] * 256
-                for v in range(1, 256):
-                    low = v & -v
-                    t[v] = t[v ^ low] ^ cols[8 * byte + low.bit_length() - 1]
-                tables.append(t)
-            self.powers.append(tables)
-            cols = [self._apply(tables, c) for c in cols]
+        for _ in range(10):
+            base = self._tables(cols)
+            row, cur = [base, base], cols
+            for _d in range(2, 16):
+                cur = [self._apply(base, c) for c in cur]
+                row.append(self._tables(cur))
+            self.powers.append(row)
+            cols = [self._apply(base, c) for c in cur]
+
+    @staticmethod
+    def _tables(cols: list[int]) -> list[list[int]]:
+        out = []
+        for byte in range(4):
+            t = [0] * 256
+            for v in range(1, 256):
+                low = v & -v
+                t[v] = t[v ^ low] ^ cols[8 * byte + low.bit_length() - 1]
+            out.append(t)
+        return out
 
     @staticmethod
     def _apply(t: list[list[int]], c: int) -> int:
         return t[0][c & 255] ^ t[1][(c >> 8) & 255] ^ t[2][(c >> 16) & 255] ^ t[3][c >> 24]
 
     def _zeros(self, n: int, c: int) -> int:
-        k = 0
+        j = 0
         while n:
-            if n & 1:
-                c = self._apply(self.powers[k], c)
-            n >>= 1
-            k += 1
+            if n & 15:
+                c = self._apply(self.powers[j][n & 15], c)
+            n >>= 4
+            j += 1
         return c
 
     def prefix(self, i: int) -> int:
