@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import resource
-import struct
 import sys
 import tempfile
 import time
@@ -32,16 +31,6 @@ if __package__ in (None, ""):
 from streamcap_codecs import ScapReader
 
 HEADER = b"SCAP\x01\x00\x00\x00"
-
-
-def forged(size: int, every: int = 64) -> bytes:
-    n = size // every
-    buf = bytearray(n * every)
-    for i in range(n):
-        length = n * every - i * every - 9
-        head = struct.pack("<IBBI", length, 1, 2, 3) + b"\x81\xa0\xc0" + struct.pack("<I", length - 12)
-        buf[i * every:i * every + len(head)] = head
-    return bytes(buf)
 
 
 def real_stream_bytes() -> bytes:
@@ -57,7 +46,9 @@ def case(name: str, size: int) -> bytes:
     if name == "ones":
         return HEADER + b"\x01" * size
     if name == "forged":
-        return HEADER + forged(size)
+        from hostile_streams import forged_heads
+
+        return HEADER + forged_heads(size)
     return real_stream_bytes() + os.urandom(size)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,16 @@ def corpus() -> tuple[tuple[bytes, ...], ...]:
     """Wire frames of every message of two real streams (the fuzz suite's seeds)."""
     msgs = flat(real_stream()) + flat(real_stream(6, (96, 64), residual=True, seed=3))
     return tuple(tuple(to_frames(m)) for m in msgs)
+
+
+def forged_heads(size: int, every: int = 64) -> bytes:
+    """Junk made of record heads that pass every cheap check (type, frame count, header frame
+    length, msgpack map byte, frame lengths that add up) and claim to run to the end of the
+    junk: each needs a CRC check, the densest adversarial input for a resync."""
+    n = size // every
+    buf = bytearray(n * every)
+    for i in range(n):
+        length = n * every - i * every - 9
+        head = struct.pack("<IBBI", length, 1, 2, 3) + b"\x81\xa0\xc0" + struct.pack("<I", length - 12)
+        buf[i * every:i * every + len(head)] = head
+    return bytes(buf)

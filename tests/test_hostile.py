@@ -24,7 +24,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from hostile_streams import flat, real_stream, repeated, shipped_codec, write_scap
+from hostile_streams import flat, forged_heads, real_stream, repeated, shipped_codec, write_scap
 from streamcap_codecs import FaceGone, FaceStreamDecoder, ScapReader, ScapWriter, StreamHeader, from_frames, to_frames
 from streamcap_codecs import container as container_mod
 from streamcap_codecs.limits import MAX_FRAME_PIXELS, REQUEST_ALL_MIN_S, REQUEST_FACE_MIN_S
@@ -58,19 +58,6 @@ def base(tmp_path_factory) -> Path:
     return write_scap(tmp_path_factory.mktemp("hostile") / "base.scap", flat(real_stream()))
 
 
-def _forged_heads(size: int, every: int = 64) -> bytes:
-    """Junk made of record heads that pass every cheap check (type, frame count, header frame
-    length, msgpack map byte, consistent frame lengths) and claim to run to the end of the file:
-    each needs a CRC over megabytes unless resync work is bounded."""
-    n = size // every
-    buf = bytearray(n * every)
-    for i in range(n):
-        length = n * every - i * every - 9
-        head = struct.pack("<IBBI", length, 1, 2, 3) + b"\x81\xa0\xc0" + struct.pack("<I", length - 12)
-        buf[i * every:i * every + len(head)] = head
-    return bytes(buf)
-
-
 class _CrcBudget:
     """zlib stand-in for the container module that fails once more than ``limit`` bytes were
     CRC'd (a work bound that does not depend on the machine's speed)."""
@@ -95,7 +82,7 @@ class _CrcBudget:
 def test_01a_crafted_junk_is_rejected_with_linear_work(tmp_path, monkeypatch, junk):
     """The issue's 20 MB b'\\x01' file (lengths that fit, so every offset was CRC-checked over
     16 MB) and a denser forgery: rejected with CRC work bounded by a few times the file size."""
-    data = b"\x01" * (18 << 20) if junk == "ones" else _forged_heads(2 << 20)
+    data = b"\x01" * (18 << 20) if junk == "ones" else forged_heads(2 << 20)
     path = tmp_path / "j.scap"
     path.write_bytes(b"SCAP\x01\x00\x00\x00" + data)
     budget = _CrcBudget(16 * len(data) + (1 << 20))
@@ -106,7 +93,7 @@ def test_01a_crafted_junk_is_rejected_with_linear_work(tmp_path, monkeypatch, ju
 
 def test_01b_valid_stream_then_junk_decodes_every_frame(tmp_path, base, monkeypatch):
     path = tmp_path / "tail.scap"
-    path.write_bytes(base.read_bytes() + _forged_heads(1 << 20))
+    path.write_bytes(base.read_bytes() + forged_heads(1 << 20))
     monkeypatch.setattr(container_mod, "zlib", _CrcBudget(8 << 20))
     with ScapReader(path) as r:
         assert list(r) == flat(real_stream()) and r.truncated
