@@ -81,15 +81,13 @@ def run_encode(args: argparse.Namespace) -> int:
                     secs = max(res.timestamp, 1e-6)
                     bar.set_postfix(faces=len(face_in), kbps=f"{w.bytes_written * 8 / 1000 / secs:.1f}")
         except KeyboardInterrupt:
-            print(f"streamcap encode: interrupted after {frames} frames; {out} holds them", file=sys.stderr)
-            return 130
+            return stop.report("streamcap encode", f"{out} holds {frames} frames", interrupted=True)
         finally:
             stop.shield()
             bar.close()
             src.close()
     if stop.requested:
-        print(f"streamcap encode: stopped by {stop.name} after {frames} frames; {out} holds them", file=sys.stderr)
-        return stop.exit_code
+        return stop.report("streamcap encode", f"{out} holds {frames} frames")
     secs = frames / src.fps if frames else 0.0
     size = out.stat().st_size
     # per face: its keyframes + deltas over the time it was on screen, averaged over faces
@@ -156,14 +154,12 @@ def run_decode(args: argparse.Namespace) -> int:
             if not stop.requested:
                 emit(dec.flush())
         except KeyboardInterrupt:
-            print(f"streamcap decode: interrupted; {out} holds {written} frames", file=sys.stderr)
-            return 130
+            return stop.report("streamcap decode", f"{out} holds {written} frames", interrupted=True)
         finally:
             stop.shield()
-    reader.close()
+            reader.close()
     if stop.requested:
-        print(f"streamcap decode: stopped by {stop.name}; {out} holds {written} frames", file=sys.stderr)
-        return stop.exit_code
+        return stop.report("streamcap decode", f"{out} holds {written} frames")
     note = f", {rejected} bad messages skipped" if rejected else ""
     if reader.skipped:
         note += f", {reader.skipped} damaged records skipped"

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -62,6 +63,12 @@ class GracefulStop:
     @property
     def exit_code(self) -> int:
         return 128 + (self.signum or 0)
+
+    def report(self, prog: str, kept: str, interrupted: bool = False) -> int:
+        """Say on stderr how the command was stopped and what its output holds; the exit code."""
+        how = "interrupted" if interrupted or not self.requested else f"stopped by {self.name}"
+        print(f"{prog}: {how}; {kept}", file=sys.stderr)
+        return 130 if interrupted or not self.requested else self.exit_code
 
 
 def check_number(name: str, value: float | None, lo: float, hi: float = math.inf) -> None:
