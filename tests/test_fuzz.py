@@ -5,7 +5,7 @@ interesting values, inserts, deletes, splices, truncation) and structure-aware (
 fields, payload descriptors, record heads, image header sizes).
 
 Each case checks one promise: the target returns or raises its typed error (fuzz_targets.py),
-nothing else. The "ci" profile (default) runs in about a minute; ``--hypothesis-profile=long``
+nothing else. The "ci" profile (default) runs in about 20 s; ``--hypothesis-profile=long``
 runs 5000 examples per target (benchmarks/fuzz_long.sh). A failure prints the hypothesis blob
 that reproduces it.
 """
