@@ -31,8 +31,10 @@ MAX_ARRAY_SIDE = 16384  # any dimension of any payload array
 MAX_SEQ_JUMP = 1 << 16  # a seq further than this from the last one is a discontinuity, not a gap
 MIN_RESTART_S = 1.0  # a receiver applies at most one stream reset (restart or new parameters) per second
 MAX_REQUEST_BYTES = 4096  # one keyframe request message on the side channel
-REQUEST_ALL_MIN_S = 0.5  # a sender honours at most one "everything" request per this interval
-REQUEST_FACE_MIN_S = 0.2  # ... and at most one keyframe request per face per this interval
+REQUEST_ALL_MIN_S = 0.5  # a sender honours at most one "everything" request per this interval,
+REQUEST_ALL_MAX_S = 4.0  # ... doubling up to this while requests keep coming (a flood)
+REQUEST_FACE_MIN_S = 0.2  # ... and at most one keyframe request per face per this interval,
+REQUEST_FACE_MAX_S = 1.0  # ... doubling up to this
 
 # .scap container
 MAX_RECORD = MAX_FRAMES * (MAX_PAYLOAD_BYTES + 4) + 1  # a message record's body

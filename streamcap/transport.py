@@ -31,7 +31,9 @@ from streamcap_codecs.limits import (
     MAX_REQUEST_BYTES,
     MAX_SEQ,
     MAX_SEQ_JUMP,
+    REQUEST_ALL_MAX_S,
     REQUEST_ALL_MIN_S,
+    REQUEST_FACE_MAX_S,
     REQUEST_FACE_MIN_S,
 )
 
@@ -119,17 +121,36 @@ def parse_request(buf: bytes) -> list[int] | None:
     return ids
 
 
+class _Backoff:
+    """When a kind of request may be honoured again: ``base`` seconds after the last time, the
+    interval doubling (up to ``cap``) while requests keep coming as soon as allowed, back to
+    ``base`` after a calm spell of twice the interval."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base, self.cap, self.interval, self.last = base, cap, base, -math.inf
+
+    def ready(self, now: float) -> bool:
+        return now - self.last >= self.interval
+
+    def fire(self, now: float) -> None:
+        busy = now - self.last < 2 * self.interval
+        self.interval = min(self.interval * 2, self.cap) if busy else self.base
+        self.last = now
+
+
 class RequestLimiter:
     """Coalesces keyframe requests: "everything" at most once per ``all_s`` and each face at
-    most once per ``face_s``; a request that comes sooner waits (it is not lost), so a flood
-    costs the same bandwidth as one request per interval."""
+    most once per ``face_s``, backing off to ``all_cap_s`` / ``face_cap_s`` while requests keep
+    coming (a flood). A request that comes sooner waits (it is not lost), so a flood costs at
+    most one refresh per capped interval."""
 
-    def __init__(self, all_s: float = REQUEST_ALL_MIN_S, face_s: float = REQUEST_FACE_MIN_S) -> None:
-        self.all_s, self.face_s = all_s, face_s
+    def __init__(self, all_s: float = REQUEST_ALL_MIN_S, face_s: float = REQUEST_FACE_MIN_S,
+                 all_cap_s: float = REQUEST_ALL_MAX_S, face_cap_s: float = REQUEST_FACE_MAX_S) -> None:
+        self.face_s, self.face_cap_s = face_s, face_cap_s
+        self._all = _Backoff(all_s, all_cap_s)
+        self._faces: dict[int, _Backoff] = {}
         self._want_all = False
         self._want: set[int] = set()
-        self._last_all = -math.inf
-        self._last_face: dict[int, float] = {}
         self.deferred = 0
 
     def add(self, ids: list[int] | None) -> None:
@@ -143,16 +164,21 @@ class RequestLimiter:
     def due(self, now: float) -> list[list[int] | None]:
         """Requests to honour now: ``None`` for everything and/or one list of face ids."""
         out: list[list[int] | None] = []
-        if self._want_all and now - self._last_all >= self.all_s:
-            self._want_all, self._last_all = False, now
+        if self._want_all and self._all.ready(now):
+            self._want_all = False
+            self._all.fire(now)
             out.append(None)
-        faces = sorted(f for f in self._want if now - self._last_face.get(f, -math.inf) >= self.face_s)
+        faces = []
+        for f in sorted(self._want):
+            b = self._faces.setdefault(f, _Backoff(self.face_s, self.face_cap_s))
+            if b.ready(now):
+                b.fire(now)
+                faces.append(f)
         if faces:
             self._want.difference_update(faces)
-            self._last_face.update((f, now) for f in faces)
-            if len(self._last_face) > 4 * MAX_FACES:  # forget old faces
-                self._last_face = {f: t for f, t in self._last_face.items() if now - t < self.face_s}
             out.append(faces)
+        if len(self._faces) > 4 * MAX_FACES:  # forget faces not asked for in a while
+            self._faces = {f: b for f, b in self._faces.items() if now - b.last < 2 * self.face_cap_s}
         return out
 
 

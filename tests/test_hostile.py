@@ -27,7 +27,13 @@ import zmq
 from hostile_streams import flat, forged_heads, real_stream, repeated, shipped_codec, write_scap
 from streamcap_codecs import FaceGone, FaceStreamDecoder, ScapReader, ScapWriter, StreamHeader, from_frames, to_frames
 from streamcap_codecs import container as container_mod
-from streamcap_codecs.limits import MAX_FRAME_PIXELS, REQUEST_ALL_MIN_S, REQUEST_FACE_MIN_S
+from streamcap_codecs.limits import (
+    MAX_FRAME_PIXELS,
+    REQUEST_ALL_MAX_S,
+    REQUEST_ALL_MIN_S,
+    REQUEST_FACE_MAX_S,
+    REQUEST_FACE_MIN_S,
+)
 
 from streamcap.errors import BundleError, CameraUnavailable, CodecError, InputError
 
@@ -331,6 +337,22 @@ def test_09_keyframe_request_flood_is_rate_limited():
     finally:
         dealer.close()
         pub.close()
+
+
+def test_09_a_flood_backs_off_and_a_calm_request_is_served_at_once():
+    from streamcap.transport import RequestLimiter
+
+    lim = RequestLimiter()
+    alls = faces = 0
+    for k in range(1000):  # 20 s of a request for everything and for face 3 every 20 ms
+        lim.add(None)
+        lim.add([3])
+        for r in lim.due(k * 0.02):
+            alls += r is None
+            faces += r is not None
+    assert alls <= 20 / REQUEST_ALL_MAX_S + 4 and faces <= 20 / REQUEST_FACE_MAX_S + 4
+    lim.add(None)  # a receiver joining after the flood, 10 s later
+    assert lim.due(30.0)[0] is None  # (with the last deferred face request)
 
 
 # ------------------------------------------------------------------------- 10. camera -1
