@@ -31,10 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from streamcap.errors import CodecError, InputNotFound
+import numpy as np
+
+from streamcap.errors import CodecError, InputError, InputNotFound
 
 from .messages import BackgroundKeyframe, FaceKeyframe, FrameStart, Message, StreamHeader
-from .wire import MAX_FRAMES, MAX_PAYLOAD_BYTES, from_frames, to_frames
+from .limits import MAX_FRAMES, MAX_HEADER_BYTES, MAX_RECORD
+from .wire import from_frames, to_frames
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,6 @@ CRC = struct.Struct("<I")
 ENTRY = struct.Struct("<QqdB")
 TRAILER = struct.Struct("<Q4s")
 REC_MESSAGE, REC_INDEX = 1, 2
-MAX_RECORD = MAX_FRAMES * (MAX_PAYLOAD_BYTES + 4) + 1
 
 # index entry flags
 KEY = 1  # every face of the frame is a keyframe: decoding can start here
@@ -129,16 +131,141 @@ def _split_body(body: bytes) -> list[bytes] | None:
     return out if pos == len(body) else None
 
 
+def _candidates(data: mmap.mmap | bytes, lo: int, hi: int, end: int) -> list[int]:
+    """Offsets q in [lo, hi) whose fixed record fields are plausible (vectorised filter).
+
+    Message record: type 1, 1..MAX_FRAMES frames, a first (header) frame of 1..MAX_HEADER_BYTES
+    bytes that starts like a msgpack map, a body that holds those frames and ends by ``end``.
+    Index record: type 2 and a length of exactly 4 + count x entry size."""
+    need = REC_HEAD.size + 6  # length, type, n_frames, first frame length, first header byte
+    avail = min(hi + need, end) - lo
+    if avail < REC_HEAD.size + CRC.size:
+        return []
+    b = np.frombuffer(bytes(data[lo:lo + avail]), np.uint8)
+    n = min(hi - lo, avail - REC_HEAD.size - CRC.size + 1)
+    pad = np.zeros(need, np.uint8)
+    b = np.concatenate([b, pad])
+    rtype, nfr, head = b[4:4 + n], b[5:5 + n], b[10:10 + n]
+    # cheap byte tests first, on every offset; 32-bit fields only for the few survivors
+    msg = (rtype == REC_MESSAGE) & (nfr >= 1) & (nfr <= MAX_FRAMES) & (((head & 0xF0) == 0x80) | (head == 0xDE))
+    idx_msg = np.nonzero(msg)[0]
+    idx_index = np.nonzero(rtype == REC_INDEX)[0]
+
+    def u32(at: np.ndarray) -> np.ndarray:
+        return (b[at].astype(np.int64) | b[at + 1].astype(np.int64) << 8 | b[at + 2].astype(np.int64) << 16
+                | b[at + 3].astype(np.int64) << 24)
+
+    def fits(at: np.ndarray, length: np.ndarray) -> np.ndarray:
+        return lo + at + REC_HEAD.size + length + CRC.size <= end
+
+    length, f0, n_fr = u32(idx_msg), u32(idx_msg + 6), b[idx_msg + 5].astype(np.int64)
+    ok_msg = fits(idx_msg, length) & (f0 >= 1) & (f0 <= MAX_HEADER_BYTES) & (length >= 1 + 4 * n_fr + f0)
+    ok_msg &= (n_fr > 1) | (length == 5 + f0)
+    length = u32(idx_index)
+    ok_index = fits(idx_index, length) & (length == 4 + u32(idx_index + 5) * ENTRY.size)
+    found = np.concatenate([idx_msg[ok_msg], idx_index[ok_index]])
+    found.sort()
+    return (lo + found).tolist()
+
+
+class _PrefixCrc:
+    """CRC-32 of any byte range of a file in bounded time, from prefix CRCs.
+
+    ``P(i)`` = crc32(data[:i]) is kept at every ``step`` bytes (extended lazily, once, so the
+    whole file costs one CRC pass); P at any offset is a checkpoint plus < ``step`` bytes. CRC-32
+    is affine, so crc32(data[a:b]) = P(b) xor Z(b - a, P(a)), where Z(n, c) = crc32(n zero bytes,
+    c) xor crc32(n zero bytes, 0) is a GF(2)-linear map applied with the precomputed matrices of
+    Z(2^k, .) (the same algebra as zlib's crc32_combine)."""
+
+    def __init__(self, data: mmap.mmap | bytes, step: int = 256) -> None:
+        self.data, self.step = data, step
+        self.marks = [0]
+        self._cursor = (0, 0)  # (offset, P(offset)) of the last record start looked at
+        # Z(d * 16^j, .) for d < 16, j < 10 (distances < 2^40), each as four 256-entry tables
+        # (one per byte of the CRC register): a shift costs one table look-up per hex digit
+        self.powers: list[list[list[list[int]]]] = []
+        cols = [zlib.crc32(b"\0", 1 << j) ^ zlib.crc32(b"\0", 0) for j in range(32)]
+        for _ in range(10):
+            base = self._tables(cols)
+            row, cur = [base, base], cols
+            for _d in range(2, 16):
+                cur = [self._apply(base, c) for c in cur]
+                row.append(self._tables(cur))
+            self.powers.append(row)
+            cols = [self._apply(base, c) for c in cur]
+
+    @staticmethod
+    def _tables(cols: list[int]) -> list[list[int]]:
+        out = []
+        for byte in range(4):
+            t = [0] * 256
+            for v in range(1, 256):
+                low = v & -v
+                t[v] = t[v ^ low] ^ cols[8 * byte + low.bit_length() - 1]
+            out.append(t)
+        return out
+
+    @staticmethod
+    def _apply(t: list[list[int]], c: int) -> int:
+        return t[0][c & 255] ^ t[1][(c >> 8) & 255] ^ t[2][(c >> 16) & 255] ^ t[3][c >> 24]
+
+    def _zeros(self, n: int, c: int) -> int:
+        j = 0
+        while n:
+            if n & 15:
+                c = self._apply(self.powers[j][n & 15], c)
+            n >>= 4
+            j += 1
+        return c
+
+    def prefix(self, i: int) -> int:
+        """P(i): from the cursor when ``i`` is just ahead of it (record starts come in order),
+        else from the checkpoint below ``i``; either way at most ``step`` bytes are read."""
+        at, val = self._cursor
+        if not at <= i <= at + self.step:
+            k = i // self.step
+            while len(self.marks) <= k:
+                m = len(self.marks)
+                self.marks.append(zlib.crc32(self.data[(m - 1) * self.step:m * self.step], self.marks[-1]))
+            at, val = k * self.step, self.marks[k]
+        self._cursor = (i, zlib.crc32(self.data[at:i], val))
+        return self._cursor[1]
+
+    def crc(self, a: int, b: int) -> int:
+        pa = self.prefix(a)
+        cursor = self._cursor
+        pb = self.prefix(b)
+        self._cursor = cursor  # b is far ahead: keep serving the starts
+        return pb ^ self._zeros(b - a, pa)
+
+    def matches(self, q: int, end: int) -> bool:
+        """The record at ``q`` (whose length fits before ``end``) has a matching CRC."""
+        (length,) = struct.unpack_from("<I", self.data, q)
+        stop = q + REC_HEAD.size + length
+        (crc,) = CRC.unpack_from(self.data, stop)
+        return self.crc(q + 4, stop) == crc
+
+
 class ScapWriter:
     """Writes a ``.scap`` file; use as a context manager so the index is written on exit.
 
     Every record is flushed to the OS as it is written (``fsync=True`` also forces it to disk),
-    so a crash mid-encode leaves a readable prefix.
+    so a crash mid-encode leaves a readable prefix. An existing file at ``path`` is never cut
+    short by a failure: the new stream goes to ``.NAME.partial`` beside it and replaces it on
+    ``close()``; leaving the ``with`` block on an error (other than Ctrl-C) discards it and
+    keeps the old file (``abort()``).
     """
 
     def __init__(self, path: str | Path, fsync: bool = False) -> None:
         self.path = Path(path)
-        self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        if self.path.is_dir():
+            raise InputError(f"output {self.path} is a folder, not a file")
+        self._replacing = self.path.exists()
+        self._write_path = self.path.with_name(f".{self.path.name}.partial") if self._replacing else self.path
+        try:
+            self._f = open(self._write_path, "wb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self._fsync = fsync
         self._indexer = _Indexer()
         self._f.write(FILE_HEADER.pack(MAGIC, CONTAINER_VERSION, 0))
@@ -186,6 +313,18 @@ class ScapWriter:
         self._flush()
         self._f.close()
         self.closed = True
+        if self._replacing:
+            os.replace(self._write_path, self.path)
+
+    def abort(self) -> None:
+        """Give up: when an older file was being replaced it stays as it was and the new one is
+        removed; a new file keeps its readable prefix (closed with its index)."""
+        if not self._replacing:
+            self.close()
+        elif not self.closed:
+            self._f.close()
+            self.closed = True
+            self._write_path.unlink(missing_ok=True)
 
     def _flush(self) -> None:
         self._f.flush()
@@ -197,7 +336,10 @@ class ScapWriter:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()  # also on an exception: what was written stays a valid, indexed file
+        if ev is not None and not isinstance(ev, KeyboardInterrupt):
+            self.abort()  # a failure never destroys an older file; a new one keeps its prefix
+        else:
+            self.close()  # finished, or stopped by the user: what was written is a valid, indexed file
 
 
 class ScapReader:
@@ -229,12 +371,18 @@ class ScapReader:
             raise CodecError(f"{self.path}: .scap version {version} is not supported "
                              f"(this runtime reads {CONTAINER_VERSION})")
         self._end = self._size  # where records stop (start of the trailer when there is one)
+        self._crc: _PrefixCrc | None = None  # built on the first resync
+        self._resynced: dict[tuple[int, int], int | None] = {}
         self.index = self._load_index()
+        # the first readable StreamHeader (writers may repeat it before seek points, so one
+        # damaged header record does not make the file undecodable); ``header_damage`` says why
+        # the first record was not one
         self.header: StreamHeader | None = None
+        self.header_damage: str | None = self.damage_at(FILE_HEADER.size)
         for _, m in self._messages_from(FILE_HEADER.size, quiet=True):
             if isinstance(m, StreamHeader):
                 self.header = m
-            break
+                break
 
     # ------------------------------------------------------------------------------ public
 
@@ -273,6 +421,30 @@ class ScapReader:
         if frames is None:
             raise CodecError(f"{self.path}: record at offset {offset} is malformed")
         return from_frames(frames)
+
+    def damage_at(self, offset: int) -> str | None:
+        """Why no readable message record starts at ``offset`` (None: one does)."""
+        end = self._end
+        if offset + REC_HEAD.size + CRC.size > end:
+            return "the file ends there"
+        length, rtype = REC_HEAD.unpack_from(self._data, offset)
+        if rtype not in (REC_MESSAGE, REC_INDEX):
+            return f"unknown record type {rtype}"
+        if length > MAX_RECORD or offset + REC_HEAD.size + length + CRC.size > end:
+            return f"record length {length} runs past the end of the file"
+        rec = self._record_at(offset, end)
+        if not isinstance(rec, tuple):
+            return "CRC mismatch (damaged bytes)"
+        if rtype != REC_MESSAGE:
+            return "an index record, not a message"
+        try:
+            frames = _split_body(rec[1])
+            if frames is None:
+                return "inconsistent frame lengths"
+            from_frames(frames)
+        except CodecError as exc:
+            return f"the message does not parse ({exc})"
+        return None
 
     @property
     def n_frames(self) -> int:
@@ -344,19 +516,49 @@ class ScapReader:
         return rtype, body, nxt
 
     def _resync(self, pos: int, end: int) -> int | None:
-        """First offset after ``pos`` where a whole CRC-valid record starts, or None."""
-        data = self._data
-        for q in range(pos + 1, end - REC_HEAD.size - CRC.size + 1):
-            if data[q + 4] not in (REC_MESSAGE, REC_INDEX):
-                continue
-            length = int.from_bytes(data[q:q + 4], "little")
-            if q + REC_HEAD.size + length + CRC.size > end:
-                continue
-            if data[q + 4] == REC_MESSAGE and not 1 <= data[q + 5] <= MAX_FRAMES:
-                continue
-            if isinstance(self._record_at(q, end), tuple):
-                return q
+        """First offset after ``pos`` where a whole CRC-valid record starts, or None.
+
+        Linear time with bounded work per byte (a crafted file cannot make it quadratic):
+        numpy filters every offset on the record's fixed fields (type, frame count, a header
+        frame of 1..MAX_HEADER_BYTES starting with a msgpack map, a length that fits), the few
+        survivors get their frame lengths walked (at most MAX_FRAMES steps) and their CRC
+        checked from prefix CRCs (:class:`_PrefixCrc`), never by re-reading the record."""
+        key = (pos, end)
+        if key in self._resynced:  # the index scan, the header look-up and reading meet the same damage
+            return self._resynced[key]
+        if self._crc is None:
+            self._crc = _PrefixCrc(self._data)
+        found = self._scan(pos, end)
+        self._resynced[key] = found
+        return found
+
+    def _scan(self, pos: int, end: int) -> int | None:
+        assert self._crc is not None
+        lo, window = pos + 1, 256
+        last = end - REC_HEAD.size - CRC.size  # last offset where an empty record could start
+        while lo <= last:
+            hi = min(lo + window, last + 1)
+            for q in _candidates(self._data, lo, hi, end):
+                if self._plausible(q, end) and self._crc.matches(q, end):
+                    return q
+            lo, window = hi, min(window * 2, 1 << 20)
         return None
+
+    def _plausible(self, q: int, end: int) -> bool:
+        """A candidate's framing is consistent (message: frame lengths add up to the body)."""
+        data = self._data
+        length, rtype = REC_HEAD.unpack_from(data, q)
+        if length > MAX_RECORD:
+            return False
+        if rtype == REC_INDEX:
+            return True  # _candidates checked count against the length
+        body, stop = q + REC_HEAD.size, q + REC_HEAD.size + length
+        at = body + 1
+        for _ in range(data[body]):
+            if at + 4 > stop:
+                return False
+            at += 4 + int.from_bytes(data[at:at + 4], "little")
+        return at == stop
 
     def _messages_from(self, pos: int, quiet: bool = False) -> Iterator[tuple[int, Message]]:
         """(offset, message) of every readable message record from ``pos`` (damage rule)."""

@@ -12,6 +12,7 @@ goes on with the next good message.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -34,6 +35,7 @@ from .messages import (
     Message,
     StreamHeader,
 )
+from .limits import MAX_SEQ_JUMP
 from .quant import apply_delta, dequantise, dequantise_pose, pose_is_sane
 from .residual import residual_vertices
 from .wire import from_frames
@@ -107,8 +109,14 @@ class _Open:
 class FaceStreamDecoder:
     """Consumes messages (``feed``) or byte frames (``feed_frames``), returns finished frames."""
 
-    def __init__(self, basis: GeometryBasis, layout: UVLayout, posmaps: bool = True) -> None:
+    def __init__(self, basis: GeometryBasis, layout: UVLayout, posmaps: bool = True, *,
+                 min_restart_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        """``min_restart_s`` > 0: a StreamHeader that would reset the state (sender restart or
+        new stream parameters) sooner than this after the last reset is rejected, so forged
+        headers cannot keep a live receiver from ever rendering (FORMAT.md §9)."""
         check_layout(basis, layout, ValueError)
+        self.min_restart_s, self._clock = min_restart_s, clock
+        self._last_reset: float | None = None
         self.basis, self.layout = basis, layout
         self.posmaps = posmaps
         self.header: StreamHeader | None = None
@@ -154,9 +162,13 @@ class FaceStreamDecoder:
             return self._take()
         if isinstance(msg, KeyframeRequest):
             return self._take()  # travels the other way; nothing to decode
-        if self._last_seq is not None and msg.seq <= self._last_seq:
+        if self._last_seq is not None and self._last_seq - MAX_SEQ_JUMP < msg.seq <= self._last_seq:
             log.debug("dropping old or repeated message seq %d", msg.seq)
             return self._take()
+        if self._last_seq is not None and abs(msg.seq - self._last_seq) > MAX_SEQ_JUMP:
+            # not a gap but a discontinuity (a forged or foreign seq): decode on from here, so
+            # one bad number cannot make every later message look like a duplicate
+            log.info("sequence jumps from %d to %d", self._last_seq, msg.seq)
         try:
             commit = self._prepare(msg)  # a CodecError here leaves every state as it was
         except CodecError:
@@ -164,7 +176,7 @@ class FaceStreamDecoder:
             raise
         if self.header is None:
             self._want_all = True
-        gap = self._last_seq is not None and msg.seq > self._last_seq + 1
+        gap = self._last_seq is not None and msg.seq != self._last_seq + 1
         self._last_seq = msg.seq
         if isinstance(msg, FrameStart):
             if self._open is not None:
@@ -221,6 +233,11 @@ class FaceStreamDecoder:
         changed = self.header is not None and (h.width, h.height, h.bundle_id) != (
             self.header.width, self.header.height, self.header.bundle_id)
         if restart or changed:
+            now = self._clock()
+            if self.min_restart_s > 0 and self._last_reset is not None and now - self._last_reset < self.min_restart_s:
+                raise CodecError(f"stream reset {now - self._last_reset:.2f} s after the last one ignored "
+                                 f"(at most one per {self.min_restart_s:g} s)")
+            self._last_reset = now
             if self._open is not None:
                 self._finish()
             self.reset()

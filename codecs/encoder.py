@@ -92,14 +92,16 @@ class FaceStreamEncoder:
 
     ``quality`` 1..100 sets the initial coefficient step and the JPEG qualities; ``kbps`` (per
     face, keyframes included) turns on rate control. ``texture_size`` is the side of the texture
-    JPEG. ``residual_grid`` > 0 adds a (G, G, 3) residual map to keyframes.
+    JPEG. ``residual_grid`` > 0 adds a (G, G, 3) residual map to keyframes. ``repeat_header``
+    sends the StreamHeader again before every scheduled keyframe (files: a reader can start
+    after a damaged first header).
     """
 
     def __init__(self, basis: GeometryBasis, layout: UVLayout, quality: float = 50, kbps: float | None = None,
                  keyframe_every_s: float = 5.0, texture_size: int = 128, *, fps: float = 30.0,
                  bundle_id: str = "", background: bool = True, background_scale: float = 0.5,
                  background_quality: int | None = None, residual_grid: int = 0, residual_step: float = 0.25,
-                 pose_subsample: int = 4) -> None:
+                 pose_subsample: int = 4, repeat_header: bool = False) -> None:
         check_layout(basis, layout, ValueError)
         if kbps is not None and not kbps > 0:
             raise ValueError("kbps must be positive")
@@ -120,6 +122,7 @@ class FaceStreamEncoder:
         self.residual_grid = residual_grid
         self.residual_step = residual_step
         self.pose_subsample = max(1, int(pose_subsample))
+        self.repeat_header = repeat_header
         self.stats = EncoderStats()
         self._faces: dict[int, _FaceState] = {}
         self._seq = 0
@@ -178,7 +181,7 @@ class FaceStreamEncoder:
             self.keyframe_every_s > 0 and ts >= self._next_full_ts)
         if full:
             self._next_full_ts = ts + self.keyframe_every_s
-            self._header_due = self._header_due or self._full_requested
+            self._header_due = self._header_due or self._full_requested or self.repeat_header
         self._full_requested = False
 
         out: list[Message] = []

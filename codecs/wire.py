@@ -34,20 +34,24 @@ from .messages import (
 )
 from .quant import POSE_LEN, STEP_MAX, STEP_MIN
 
-# Bounds on what a receiver accepts (generous for real streams, small enough to be safe).
-MAX_FRAMES = 6  # header + at most 5 payloads
-MAX_HEADER_BYTES = 4096
-MAX_PAYLOAD_BYTES = 16 << 20  # per payload, also after decompression
-MAX_COMPONENTS = 4096
-MAX_FACES = 256
-MAX_STR = 128
-MAX_IMAGE_SIDE = 16384
-MAX_TEXTURE_SIDE = 2048
-MAX_RESIDUAL_SIDE = 256
-MAX_SEQ = (1 << 63) - 1
-MAX_FACE_ID = (1 << 31) - 1
-MAX_FPS = 1000.0
-MAX_TS_US = (1 << 62)  # timestamps travel as integer microseconds
+from .limits import (
+    MAX_ARRAY_SIDE,
+    MAX_COMPONENTS,
+    MAX_FACE_ID,
+    MAX_FACES,
+    MAX_FPS,
+    MAX_FRAME_PIXELS,
+    MAX_FRAME_SIDE,
+    MAX_FRAMES,
+    MAX_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    MAX_RESIDUAL_SIDE,
+    MAX_SEQ,
+    MAX_STR,
+    MAX_TEXTURE_SIDE,
+    MAX_TS_US,
+    frame_size_ok,
+)
 
 DTYPES = {"i1": np.dtype("<i1"), "i2": np.dtype("<i2"), "i4": np.dtype("<i4"), "u1": np.dtype("u1")}
 CODECS = ("r", "z", "j")  # raw, raw deflate, JPEG
@@ -63,16 +67,17 @@ _FIELDS: dict[Kind, dict[str, type]] = {
     Kind.KEYFRAME_REQUEST: {"f": int},
 }
 _OPTIONAL_FIELDS: dict[Kind, dict[str, type]] = {Kind.FACE_KEYFRAME: {"rs": float}}
-# payload name -> (required, allowed dtypes, allowed codecs, ndim)
-_PAYLOADS: dict[Kind, dict[str, tuple[bool, tuple[str, ...], tuple[str, ...], int]]] = {
+# payload name -> (required, allowed dtypes, allowed codecs, ndim, max elements, max side)
+_PAYLOADS: dict[Kind, dict[str, tuple[bool, tuple[str, ...], tuple[str, ...], int, int, int]]] = {
     Kind.FACE_KEYFRAME: {
-        "P": (True, ("i1", "i2", "i4"), ("r", "z"), 1),
-        "C": (True, ("i1", "i2", "i4"), ("r", "z"), 1),
-        "T": (False, ("u1",), ("j",), 3),
-        "R": (False, ("i1",), ("r", "z"), 3),
+        "P": (True, ("i1", "i2", "i4"), ("r", "z"), 1, POSE_LEN, POSE_LEN),
+        "C": (True, ("i1", "i2", "i4"), ("r", "z"), 1, MAX_COMPONENTS, MAX_COMPONENTS),
+        "T": (False, ("u1",), ("j",), 3, 3 * MAX_TEXTURE_SIDE**2, MAX_TEXTURE_SIDE),
+        "R": (False, ("i1",), ("r", "z"), 3, 3 * MAX_RESIDUAL_SIDE**2, MAX_RESIDUAL_SIDE),
     },
-    Kind.FACE_DELTA: {"D": (True, ("i1", "i2", "i4"), ("r", "z"), 1)},
-    Kind.BACKGROUND: {"J": (True, ("u1",), ("j",), 3)},
+    Kind.FACE_DELTA: {"D": (True, ("i1", "i2", "i4"), ("r", "z"), 1, POSE_LEN + MAX_COMPONENTS,
+                            POSE_LEN + MAX_COMPONENTS)},
+    Kind.BACKGROUND: {"J": (True, ("u1",), ("j",), 3, 3 * MAX_FRAME_PIXELS, MAX_FRAME_SIDE)},
 }
 
 
@@ -94,7 +99,9 @@ def to_frames(msg: Message) -> list[bytes]:
             raise CodecError(f"cannot write format version {msg.version}")
         head.update(b=_out_str(msg.bundle_id), l=_out_str(msg.layout_hash), B=_out_str(msg.basis_id),
                     K=_out_int(msg.n_components, 1, MAX_COMPONENTS), r=_out_fps(msg.fps),
-                    w=_out_int(msg.width, 0, MAX_IMAGE_SIDE), h=_out_int(msg.height, 0, MAX_IMAGE_SIDE))
+                    w=_out_int(msg.width, 0, MAX_FRAME_SIDE), h=_out_int(msg.height, 0, MAX_FRAME_SIDE))
+        if not frame_size_ok(head["w"], head["h"], allow_zero=True):
+            raise CodecError(f"frame {head['w']}x{head['h']} exceeds {MAX_FRAME_PIXELS} pixels")
     elif isinstance(msg, FrameStart):
         ids = [_out_int(i, 0, MAX_FACE_ID) for i in msg.face_ids]
         if len(ids) > MAX_FACES or len(set(ids)) != len(ids):
@@ -119,7 +126,9 @@ def to_frames(msg: Message) -> list[bytes]:
             raise CodecError(f"pose delta must be ({POSE_LEN},), got {pose.shape}")
         payloads.append(_int_payload("D", np.concatenate([pose, np.asarray(msg.coeff_dq).ravel()]), None))
     elif isinstance(msg, BackgroundKeyframe):
-        shape = [_out_int(msg.height, 1, MAX_IMAGE_SIDE), _out_int(msg.width, 1, MAX_IMAGE_SIDE), 3]
+        shape = [_out_int(msg.height, 1, MAX_FRAME_SIDE), _out_int(msg.width, 1, MAX_FRAME_SIDE), 3]
+        if not frame_size_ok(shape[1], shape[0]):
+            raise CodecError(f"background {shape[1]}x{shape[0]} exceeds {MAX_FRAME_PIXELS} pixels")
         payloads.append(("J", "u1", shape, "j", bytes(msg.jpeg)))
     elif isinstance(msg, FaceGone):
         head["f"] = _out_int(msg.face_id, 0, MAX_FACE_ID)
@@ -307,12 +316,14 @@ def _payloads(kind: Kind, descs: Any, bufs: list[bytes]) -> dict[str, Any]:
         name, dt, shape, codec, nbytes = desc
         if not isinstance(name, str) or name not in schema or name in out:
             raise CodecError(f"unexpected or repeated payload {name!r} in a {kind.name}")
-        _, dtypes, codecs_, ndim = schema[name]
+        _, dtypes, codecs_, ndim, max_elems, max_side = schema[name]
         if dt not in dtypes or codec not in codecs_:
             raise CodecError(f"payload {name}: dtype {dt!r} / codec {codec!r} not allowed")
         if not (isinstance(shape, list) and len(shape) == ndim
-                and all(type(s) is int and 1 <= s <= MAX_IMAGE_SIDE for s in shape)):
+                and all(type(s) is int and 1 <= s <= MAX_ARRAY_SIDE for s in shape)):
             raise CodecError(f"payload {name}: bad shape {shape!r}")
+        if max(shape) > max_side or math.prod(shape) > max_elems:  # before anything is inflated or decoded
+            raise CodecError(f"payload {name}: shape {shape} exceeds the format's limits")
         if type(nbytes) is not int or nbytes != len(buf):
             raise CodecError(f"payload {name}: header says {nbytes!r} bytes, frame has {len(buf)}")
         if not 1 <= len(buf) <= MAX_PAYLOAD_BYTES:
@@ -389,10 +400,12 @@ def _build_header(head: dict, seq: int, ts: float, _p: dict) -> StreamHeader:
     fps = _get(head, "r", float)
     if not 0.0 <= fps <= MAX_FPS:
         raise CodecError(f"frame rate {fps} outside 0..{MAX_FPS}")
+    w, h = _int_in(head, "w", 0, MAX_FRAME_SIDE), _int_in(head, "h", 0, MAX_FRAME_SIDE)
+    if not frame_size_ok(w, h, allow_zero=True):  # before any frame buffer exists
+        raise CodecError(f"frame {w}x{h} exceeds the format's {MAX_FRAME_PIXELS} pixels")
     return StreamHeader(seq=seq, ts=ts, bundle_id=_str_in(head, "b"), layout_hash=_str_in(head, "l"),
                         basis_id=_str_in(head, "B"), n_components=_int_in(head, "K", 1, MAX_COMPONENTS),
-                        fps=fps, width=_int_in(head, "w", 0, MAX_IMAGE_SIDE),
-                        height=_int_in(head, "h", 0, MAX_IMAGE_SIDE), version=FORMAT_VERSION)
+                        fps=fps, width=w, height=h, version=FORMAT_VERSION)
 
 
 def _build_frame_start(head: dict, seq: int, ts: float, _p: dict) -> FrameStart:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from struct import error as struct_error
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 from .errors import CameraUnavailable, InputError, InputNotFound, VideoError
 
 log = logging.getLogger(__name__)
+MAX_CAMERA_INDEX = 255
 
 
 @dataclass
@@ -30,13 +32,53 @@ class Frame:
     wall: float = 0.0  # time.time() when the source delivered it (capture time for latency)
 
 
+MAX_IMAGE_BYTES = 256 << 20  # an input image file
+MAX_IMAGE_SIDE = 32768
+MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpx (a 3-byte BGR copy is 200 MB)
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, read without decoding a pixel (Pillow opens
+    lazily; its own decompression-bomb check is off here because the caller applies limits),
+    or None when it is not an image Pillow knows."""
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    saved = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct_error):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 BGR."""
+    """An image file as (H, W, 3) uint8 BGR. Its size is checked from the header before it is
+    decoded, so a small file that claims a huge picture costs nothing."""
     p = Path(path)
     if not p.is_file():
         raise InputNotFound(f"{p}: no such file")
+    if p.stat().st_size > MAX_IMAGE_BYTES:
+        raise InputError(f"{p}: larger than {MAX_IMAGE_BYTES >> 20} MB")
     data = np.fromfile(str(p), np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    size = image_size(data.tobytes()) if data.size else None
+    if size is None:
+        raise InputError(f"{p}: not an image (or an unsupported format)")
+    w, h = size
+    if not (1 <= w <= MAX_IMAGE_SIDE and 1 <= h <= MAX_IMAGE_SIDE and w * h <= MAX_IMAGE_PIXELS):
+        raise InputError(f"{p}: image is {w}x{h}; at most {MAX_IMAGE_PIXELS // 10**6} Mpx and "
+                         f"{MAX_IMAGE_SIDE} px a side are read")
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        img = None
     if img is None:
         raise InputError(f"{p}: not an image (or an unsupported format)")
     return img
@@ -68,11 +110,13 @@ class VideoSource:
         import av
 
         self._container.seek(0)
+        n = 0
         try:
             for f in self._container.decode(video=0):
                 yield f.to_ndarray(format="bgr24")
-        except av.error.FFmpegError as exc:
-            log.warning("%s: decoding stopped early: %s", self.path, exc)
+                n += 1
+        except av.error.FFmpegError as exc:  # with no frame at all, the caller's error says it
+            log.log(logging.WARNING if n else logging.INFO, "%s: decoding stopped early: %s", self.path, exc)
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -107,6 +151,9 @@ class CameraSource:
     """An OpenCV camera; fails within ``open_timeout`` seconds instead of hanging."""
 
     def __init__(self, index: int, open_timeout: float = 2.0) -> None:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_CAMERA_INDEX:
+            # OpenCV's "any camera" index -1 crashes its V4L2 backend when there is none
+            raise CameraUnavailable(f"camera index must be 0..{MAX_CAMERA_INDEX}, got {index!r}")
         self.index = index
         # OpenCV's backends print their own warnings for a missing device; we say it in one line
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)

@@ -56,7 +56,7 @@ def yaw_bin(yaw_deg: float) -> int:
 
 def load_aflw(folder: Path, limit: int = 0) -> Iterator[AflwSample]:
     """Yield the (jpg, mat) pairs of an AFLW2000-3D-format folder."""
-    import cv2
+    from .capture import read_image
     from scipy.io import loadmat
 
     folder = Path(folder)
@@ -78,9 +78,7 @@ def load_aflw(folder: Path, limit: int = 0) -> Iterator[AflwSample]:
             raise InputError(f"{mat.name}: not an AFLW2000-3D .mat ({exc})") from exc
         if pts.shape != (3, 68) or pose.size < 3:
             raise InputError(f"{mat.name}: pt3d_68 must be (3, 68) and Pose_Para hold pitch, yaw, roll")
-        image = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError(f"{img_path.name}: not a readable image")
+        image = read_image(img_path)  # size checked before decoding
         yield AflwSample(mat.stem, image, pts.T.copy(), float(np.rad2deg(pose[1])))
         n += 1
         if limit and n >= limit:

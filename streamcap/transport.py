@@ -14,14 +14,28 @@ sender, DEALER on the receiver, the PUB port + 1).
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import zmq
+from streamcap_codecs.limits import (
+    MAX_FACE_ID,
+    MAX_FACES,
+    MAX_MESSAGE_PART,
+    MAX_REQUEST_BYTES,
+    MAX_SEQ,
+    MAX_SEQ_JUMP,
+    REQUEST_ALL_MAX_S,
+    REQUEST_ALL_MIN_S,
+    REQUEST_FACE_MAX_S,
+    REQUEST_FACE_MIN_S,
+)
 
 from .errors import InputError, StreamcapError
 
@@ -29,7 +43,10 @@ log = logging.getLogger(__name__)
 ENVELOPE_VERSION = 1
 HEARTBEAT_S = 0.5
 STALLED_S = 2.0
-MAX_MESSAGE_PART = 17 << 20  # bytes: above the codec's per-payload limit; bigger parts cut the peer off
+MAX_ENVELOPE_BYTES = 1024
+RECONNECT_MIN_S = 0.5  # a dropped connection is re-made at most this often
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 
 def side_endpoint(endpoint: str) -> str:
@@ -37,7 +54,132 @@ def side_endpoint(endpoint: str) -> str:
     m = re.fullmatch(r"(tcp://[^:]+|tcp://\[[^\]]+\]):(\d+)", endpoint)
     if not m:
         raise InputError(f"endpoint must look like tcp://HOST:PORT, got {endpoint!r}")
-    return f"{m.group(1)}:{int(m.group(2)) + 1}"
+    port = int(m.group(2))
+    if not 1 <= port <= 65534:  # the side channel needs port + 1 too
+        raise InputError(f"port {port} in {endpoint!r} is outside 1..65534")
+    return f"{m.group(1)}:{port + 1}"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A validated envelope: kind "d" (data) or "h" (heartbeat), sequence number, send time,
+    capture time (data, optional) and the sender's info map (heartbeat)."""
+
+    kind: str
+    seq: int
+    sent: float
+    capture: float | None
+    info: dict
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < 1e12
+
+
+def parse_envelope(buf: bytes) -> Envelope:
+    """Check every envelope field's type and range; ValueError on anything else."""
+    if not 1 <= len(buf) <= MAX_ENVELOPE_BYTES:
+        raise ValueError(f"envelope of {len(buf)} bytes")
+    try:
+        env = msgpack.unpackb(buf, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0,
+                              max_str_len=MAX_ENVELOPE_BYTES, max_array_len=64, max_map_len=16)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ValueError(f"envelope is not msgpack: {exc}") from exc
+    if not isinstance(env, dict) or set(env) - {"v", "k", "s", "t", "c", "i"}:
+        raise ValueError("envelope is not a map of known keys")
+    v, kind, seq = env.get("v"), env.get("k"), env.get("s")
+    if type(v) is not int or v != ENVELOPE_VERSION or kind not in ("d", "h"):
+        raise ValueError("envelope version or kind")
+    if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"envelope sequence number {seq!r}")
+    if not _finite(env.get("t")) or ("c" in env and not _finite(env["c"])):
+        raise ValueError("envelope times must be finite numbers")
+    info = env.get("i", {})
+    if not isinstance(info, dict):
+        raise ValueError("envelope info must be a map")
+    cap = env.get("c")
+    return Envelope(kind, seq, float(env["t"]), None if cap is None else float(cap), info)
+
+
+def parse_request(buf: bytes) -> list[int] | None:
+    """A keyframe request ``{"ids": [face id, ...] | None}`` (None: everything); ValueError if
+    it is malformed, too big or names more than MAX_FACES faces."""
+    if not 1 <= len(buf) <= MAX_REQUEST_BYTES:
+        raise ValueError(f"request of {len(buf)} bytes")
+    try:
+        req = msgpack.unpackb(buf, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0,
+                              max_str_len=16, max_array_len=MAX_FACES, max_map_len=1)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ValueError(f"request is not msgpack: {exc}") from exc
+    if not isinstance(req, dict) or set(req) != {"ids"}:
+        raise ValueError("request must be {'ids': ...}")
+    ids = req["ids"]
+    if ids is None:
+        return None
+    if not (isinstance(ids, list) and all(type(i) is int and 0 <= i <= MAX_FACE_ID for i in ids)):
+        raise ValueError("request ids must be face ids")
+    return ids
+
+
+class _Backoff:
+    """When a kind of request may be honoured again: ``base`` seconds after the last time, the
+    interval doubling (up to ``cap``) while requests keep coming as soon as allowed, back to
+    ``base`` after a calm spell of twice the interval."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base, self.cap, self.interval, self.last = base, cap, base, -math.inf
+
+    def ready(self, now: float) -> bool:
+        return now - self.last >= self.interval
+
+    def fire(self, now: float) -> None:
+        busy = now - self.last < 2 * self.interval
+        self.interval = min(self.interval * 2, self.cap) if busy else self.base
+        self.last = now
+
+
+class RequestLimiter:
+    """Coalesces keyframe requests: "everything" at most once per ``all_s`` and each face at
+    most once per ``face_s``, backing off to ``all_cap_s`` / ``face_cap_s`` while requests keep
+    coming (a flood). A request that comes sooner waits (it is not lost), so a flood costs at
+    most one refresh per capped interval."""
+
+    def __init__(self, all_s: float = REQUEST_ALL_MIN_S, face_s: float = REQUEST_FACE_MIN_S,
+                 all_cap_s: float = REQUEST_ALL_MAX_S, face_cap_s: float = REQUEST_FACE_MAX_S) -> None:
+        self.face_s, self.face_cap_s = face_s, face_cap_s
+        self._all = _Backoff(all_s, all_cap_s)
+        self._faces: dict[int, _Backoff] = {}
+        self._want_all = False
+        self._want: set[int] = set()
+        self.deferred = 0
+
+    def add(self, ids: list[int] | None) -> None:
+        if ids is None:
+            self.deferred += self._want_all
+            self._want_all = True
+        else:
+            self.deferred += len(self._want & set(ids))
+            self._want.update(ids)
+
+    def due(self, now: float) -> list[list[int] | None]:
+        """Requests to honour now: ``None`` for everything and/or one list of face ids."""
+        out: list[list[int] | None] = []
+        if self._want_all and self._all.ready(now):
+            self._want_all = False
+            self._all.fire(now)
+            out.append(None)
+        faces = []
+        for f in sorted(self._want):
+            b = self._faces.setdefault(f, _Backoff(self.face_s, self.face_cap_s))
+            if b.ready(now):
+                b.fire(now)
+                faces.append(f)
+        if faces:
+            self._want.difference_update(faces)
+            out.append(faces)
+        if len(self._faces) > 4 * MAX_FACES:  # forget faces not asked for in a while
+            self._faces = {f: b for f, b in self._faces.items() if now - b.last < 2 * self.face_cap_s}
+        return out
 
 
 @dataclass
@@ -102,6 +244,7 @@ class TransportStats:
     lost: int = 0  # envelope sequence gaps (sender drops, network) plus the loss hook's drops
     lost_by_hook: int = 0
     requests: int = 0
+    reconnects: int = 0  # connections to the sender re-made after it was dropped
 
 
 class Publisher:
@@ -116,6 +259,8 @@ class Publisher:
         for s in (self.pub, self.router):
             s.setsockopt(zmq.LINGER, 200)
         self.pub.setsockopt(zmq.SNDHWM, sndhwm)
+        self.pub.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)  # subscribers send only subscriptions
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         if curve is not None:
             from zmq.auth.thread import ThreadAuthenticator
 
@@ -134,6 +279,7 @@ class Publisher:
         self.stats = TransportStats()
         self._last_hb = 0.0
         self.info: dict = {}
+        self.limiter = RequestLimiter()
 
     def _bind(self, bind: str) -> None:
         if bind.endswith(":*"):  # random ports for tests: PUB anywhere, side channel at port + 1
@@ -184,22 +330,19 @@ class Publisher:
             pass
 
     def poll_requests(self) -> list[list[int] | None]:
-        """Keyframe requests since the last call: each a list of face ids, or None for all."""
-        out: list[list[int] | None] = []
+        """Keyframe requests to honour now: each a list of face ids, or None for all. Requests
+        are validated (``parse_request``) and rate-limited (``RequestLimiter``)."""
         while True:
             try:
                 parts = self.router.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
-                return out
+                break
             try:
-                req = msgpack.unpackb(parts[-1])
-                ids = req.get("ids") if isinstance(req, dict) else None
-                if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
-                    raise ValueError("ids")
-                out.append(ids)
+                self.limiter.add(parse_request(parts[-1]))
                 self.stats.requests += 1
-            except (ValueError, TypeError, msgpack.UnpackException):
+            except ValueError:
                 self.stats.malformed += 1
+        return self.limiter.due(time.monotonic())
 
     def close(self) -> None:
         for s in (self.pub, self.router):
@@ -235,7 +378,12 @@ class Subscriber:
         for s in (self.sub, self.dealer):
             s.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, self.rcvhwm)
-        self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_PART)
+        self.sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_PART)  # a bigger part drops the connection...
+        self.dealer.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        # ... which libzmq does not re-make after a protocol error: the monitor sees it (and
+        # handshake failures, e.g. CurveZMQ keys the sender refuses) and we reconnect
+        self._monitor = self.sub.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                                    | _HANDSHAKE_FAILED)
         if not 0.0 <= self.drop_probability < 1.0:
             self.close()
             raise InputError(f"loss probability must be in [0, 1), got {self.drop_probability}")
@@ -258,7 +406,9 @@ class Subscriber:
         self._rng = random.Random(self.seed)
         self._last_heard: float | None = None
         self._last_env_seq: int | None = None
+        self._last_reconnect = -math.inf
         self.sender_info: dict = {}
+        self.handshake_error: str | None = None  # why the last connection attempt was refused
 
     @property
     def heard_at(self) -> float | None:
@@ -276,41 +426,76 @@ class Subscriber:
         malformed messages are consumed and counted, never returned or raised."""
         deadline = time.monotonic() + timeout_s
         while True:
+            self._watch_connection()
             left = deadline - time.monotonic()
-            if left <= 0 or not self.sub.poll(int(left * 1000) + 1):
-                return None
+            if left <= 0 or not self.sub.poll(min(int(left * 1000) + 1, 200)):
+                if time.monotonic() >= deadline:
+                    return None
+                continue
             parts = self.sub.recv_multipart()
             try:
-                env = msgpack.unpackb(parts[0])
-                if not isinstance(env, dict) or env.get("v") != ENVELOPE_VERSION or env.get("k") not in ("d", "h"):
-                    raise ValueError("envelope")
-                seq, sent = int(env["s"]), float(env["t"])
-            except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+                env = parse_envelope(parts[0])
+            except ValueError:
                 self.stats.malformed += 1
                 continue
             self._last_heard = time.monotonic()
-            self._count_gap(seq)
-            if env["k"] == "h":
+            self._count_gap(env.seq)
+            if env.kind == "h":
                 self.stats.heartbeats += 1
-                info = env.get("i")
-                self.sender_info = info if isinstance(info, dict) else {}
+                self.sender_info = env.info
                 continue
             if self.drop_probability and self._rng.random() < self.drop_probability:
                 self.stats.lost_by_hook += 1
                 self.stats.lost += 1
                 continue
             self.stats.received += 1
-            cap = env.get("c")
-            return Received(list(parts[1:]), seq, sent, float(cap) if isinstance(cap, (int, float)) else None)
+            return Received(list(parts[1:]), env.seq, env.sent, env.capture)
+
+    def _watch_connection(self) -> None:
+        """Act on connection events: re-make a dropped connection (rate-limited), name a
+        refused handshake."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor.poll(0):
+            ev = recv_monitor_message(self._monitor)
+            kind = ev["event"]
+            if kind & _HANDSHAKE_FAILED:
+                reason = self._handshake_reason(kind)
+                if reason != self.handshake_error:
+                    log.info("%s", reason)
+                self.handshake_error = reason
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshake_error = None
+            elif kind == zmq.EVENT_DISCONNECTED and self.handshake_error is None:
+                now = time.monotonic()
+                if now - self._last_reconnect >= RECONNECT_MIN_S:
+                    self._last_reconnect = now
+                    self.stats.reconnects += 1
+                    try:
+                        self.sub.disconnect(self.connect)
+                    except zmq.ZMQError:
+                        pass
+                    self.sub.connect(self.connect)
+
+    def _handshake_reason(self, kind: int) -> str:
+        if self.curve is None:
+            return (f"handshake with {self.connect} failed: the sender may require CurveZMQ "
+                    "(--curve-keys)")
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return f"CurveZMQ handshake with {self.connect} failed: the sender refused this receiver's key"
+        return (f"CurveZMQ handshake with {self.connect} failed: server.key is not the sender's key, "
+                "or the sender does not use CurveZMQ")
 
     def pending(self) -> bool:
         """True when a message is already waiting (the caller is behind the stream)."""
         return bool(self.sub.poll(0))
 
     def _count_gap(self, seq: int) -> None:
-        """Count envelopes that never arrived; a sequence that goes back is a restarted sender."""
+        """Count envelopes that never arrived; a sequence that goes back is a restarted sender,
+        and one that jumps further than MAX_SEQ_JUMP a discontinuity (forged or foreign), not a
+        loss."""
         last = self._last_env_seq
-        if last is not None and seq > last + 1:
+        if last is not None and last + 1 < seq <= last + 1 + MAX_SEQ_JUMP:
             self.stats.lost += seq - last - 1
         self._last_env_seq = seq
 
@@ -322,6 +507,8 @@ class Subscriber:
             pass
 
     def close(self) -> None:
+        self.sub.disable_monitor()
+        self._monitor.close(0)
         self.sub.close(0)
         self.dealer.close(0)
 

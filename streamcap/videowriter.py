@@ -6,6 +6,8 @@ Frames are flushed as they come and the container is closed on any exit, so an i
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,12 +17,38 @@ import numpy as np
 from .errors import InputError
 
 
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name the same file (same path, or links to one file)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_video_output(path: str | Path, protect: Iterable[str | Path] = ()) -> Path:
+    """An output video path that can be written without harm, checked before any work starts:
+    a known video suffix, not a folder, and not one of ``protect`` (the command's inputs:
+    writing over one would destroy what is being read). InputError if not."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"output {p} is a folder: give a video file name ({', '.join(VIDEO_SUFFIXES)})")
+    if p.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(f"output {p} must end in one of {', '.join(VIDEO_SUFFIXES)}")
+    for src in protect:
+        if same_file(p, Path(src)):
+            raise InputError(f"output {p} is the input file: refusing to overwrite it")
+    return p
+
+
 class VideoWriter:
-    """Write BGR uint8 frames (H, W, 3) to an mp4/mkv file."""
+    """Write BGR uint8 frames (H, W, 3) to an mp4/mkv/mov/avi file (checked on construction)."""
 
     def __init__(self, path: str | Path, fps: float, codec: str = "libx264", crf: int = 20,
                  bit_rate: int | None = None, options: dict[str, str] | None = None) -> None:
-        self.path = Path(path)
+        self.path = check_video_output(path)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.codec = codec
         self.opts = dict(options or {})
@@ -35,7 +63,7 @@ class VideoWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._container = av.open(str(self.path), mode="w")
-        except (OSError, av.error.FFmpegError) as exc:
+        except (OSError, ValueError, av.error.FFmpegError) as exc:
             raise InputError(f"cannot write video {self.path}: {exc}") from exc
         s = self._container.add_stream(self.codec, rate=self.fps)
         s.width, s.height = width + width % 2, height + height % 2

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from ..errors import BundleError, CodecError, InputError
+from .common import GracefulStop, check_number, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -42,41 +43,51 @@ def run_encode(args: argparse.Namespace) -> int:
     from ..pipeline import FacePipeline
     from ..reconstruct import Reconstructor
     from ..track import FaceTracker
+    from ..videowriter import same_file
 
+    check_number("--kbps", args.kbps, 0.0)
+    check_number("--keyframe-every", args.keyframe_every, 0.0)
+    out = args.output or args.input.with_suffix(".scap")
+    if same_file(out, args.input):
+        raise InputError("output would overwrite the input")
+    check_writable(out, "output")
     bundle = load_bundle(args.bundle)
     basis = load_codec(bundle)
     src = VideoSource(args.input)
-    out = args.output or args.input.with_suffix(".scap")
-    if out.resolve() == args.input.resolve():
-        raise InputError("output would overwrite the input")
     rec = Reconstructor(bundle, create_engine(bundle, args.backend, threads=args.threads))
     tracker = FaceTracker(crop_size=bundle.spec.input_size, detector=FaceDetector(args.detector))
     pipe = FacePipeline(rec, tracker)
+    # the header goes out again before every keyframe: one damaged header record in the file
+    # does not make the rest undecodable
     enc = FaceStreamEncoder(basis, bundle.layout, quality=args.quality, kbps=args.kbps,
-                            keyframe_every_s=args.keyframe_every, fps=src.fps, bundle_id=bundle.name)
+                            keyframe_every_s=args.keyframe_every, fps=src.fps, bundle_id=bundle.name,
+                            repeat_header=True)
     total = args.max_frames or src.frame_count or None
     frames = faces = 0
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="frame", desc=f"encode {args.input.name}", disable=not sys.stderr.isatty())
-    try:
-        with ScapWriter(out) as w:
-            for res in pipe.run(src):
-                if args.max_frames and res.index >= args.max_frames:
-                    break
-                face_in = [(tid, f.vertices, f.texture) for tid, f in res.faces]
-                for m in enc.encode(res.image, face_in, ts=res.timestamp, frame_index=res.index):
-                    w.write(m)
-                frames += 1
-                faces += len(face_in)
-                bar.update(1)
-                secs = max(res.timestamp, 1e-6)
-                bar.set_postfix(faces=len(face_in), kbps=f"{w.bytes_written * 8 / 1000 / secs:.1f}")
-    except KeyboardInterrupt:
-        print(f"streamcap encode: interrupted after {frames} frames; {out} holds them", file=sys.stderr)
-        return 130
-    finally:
-        bar.close()
-        src.close()
+    with GracefulStop() as stop:
+        try:
+            with ScapWriter(out) as w:
+                for res in pipe.run(src):
+                    if stop.requested or (args.max_frames and res.index >= args.max_frames):
+                        break
+                    face_in = [(tid, f.vertices, f.texture) for tid, f in res.faces]
+                    for m in enc.encode(res.image, face_in, ts=res.timestamp, frame_index=res.index):
+                        w.write(m)
+                    frames += 1
+                    faces += len(face_in)
+                    bar.update(1)
+                    secs = max(res.timestamp, 1e-6)
+                    bar.set_postfix(faces=len(face_in), kbps=f"{w.bytes_written * 8 / 1000 / secs:.1f}")
+        except KeyboardInterrupt:
+            return stop.report("streamcap encode", f"{out} holds {frames} frames", interrupted=True)
+        finally:
+            stop.shield()
+            bar.close()
+            src.close()
+    if stop.requested:
+        return stop.report("streamcap encode", f"{out} holds {frames} frames")
     secs = frames / src.fps if frames else 0.0
     size = out.stat().st_size
     # per face: its keyframes + deltas over the time it was on screen, averaged over faces
@@ -92,24 +103,31 @@ def run_decode(args: argparse.Namespace) -> int:
     from streamcap_codecs.container import ScapReader
     from streamcap_codecs.decoder import FaceStreamDecoder
 
-    from ..bundle import load_bundle
+    from ..bundle import load_bundle, shipped_bundle
     from ..render import FaceRenderer
-    from ..videowriter import VideoWriter
+    from ..videowriter import VideoWriter, check_video_output
 
+    out = check_video_output(args.output or args.input.with_suffix(".mp4"), protect=[args.input])
     reader = ScapReader(args.input)
-    if reader.header is None:
-        raise CodecError(f"{args.input}: no stream header (not an encoded face stream?)")
     hdr = reader.header
-    bundle = load_bundle(args.bundle or (hdr.bundle_id or None))
+    if hdr is None:
+        why = f": its first record is damaged ({reader.header_damage})" if reader.header_damage else \
+            " (not an encoded face stream?)"
+        raise CodecError(f"{args.input}: no readable stream header{why}")
+    if reader.header_damage:
+        log.warning("%s: the first stream header is damaged (%s); using a repeated one", args.input,
+                    reader.header_damage)
+    # the bundle a file names is only looked up among the shipped ones (never used as a path)
+    bundle = load_bundle(args.bundle if args.bundle is not None else shipped_bundle(hdr.bundle_id))
     basis = load_codec(bundle)
     if hdr.basis_id != basis.id or hdr.layout_hash != bundle.layout.hash:
         raise CodecError(f"{args.input} was coded with another model bundle's codec than {bundle.name}")
-    out = args.output or args.input.with_suffix(".mp4")
     dec = FaceStreamDecoder(basis, bundle.layout)
-    w, h = int(hdr.width), int(hdr.height)
+    w, h = (int(hdr.width), int(hdr.height)) if hdr.width and hdr.height else (640, 480)
     black = np.zeros((h, w, 3), np.uint8)
     written = rejected = 0
-    with FaceRenderer(w, h, bundle.layout, window=args.show) as renderer, VideoWriter(out, hdr.fps) as vw:
+    with GracefulStop() as stop, FaceRenderer(w, h, bundle.layout, window=args.show) as renderer, \
+            VideoWriter(out, hdr.fps if hdr.fps > 0 else 30.0) as vw:
         def emit(frames) -> bool:
             nonlocal written
             for fr in frames:
@@ -123,6 +141,8 @@ def run_decode(args: argparse.Namespace) -> int:
 
         try:
             for msg in reader.messages():
+                if stop.requested:
+                    break
                 try:
                     frames = dec.feed(msg)
                 except CodecError as exc:
@@ -131,11 +151,18 @@ def run_decode(args: argparse.Namespace) -> int:
                     continue
                 if not emit(frames):
                     break
-            emit(dec.flush())
+            if not stop.requested:
+                emit(dec.flush())
         except KeyboardInterrupt:
-            print(f"streamcap decode: interrupted; {out} holds {written} frames", file=sys.stderr)
-            return 130
+            return stop.report("streamcap decode", f"{out} holds {written} frames", interrupted=True)
+        finally:
+            stop.shield()
+            reader.close()
+    if stop.requested:
+        return stop.report("streamcap decode", f"{out} holds {written} frames")
     note = f", {rejected} bad messages skipped" if rejected else ""
+    if reader.skipped:
+        note += f", {reader.skipped} damaged records skipped"
     if reader.truncated:
         note += ", stream was truncated"
     print(f"{args.input} -> {out}: {written} frames{note}")

@@ -15,24 +15,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import os
-import re
-import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 import numpy as np
 
 from ..benchmark import stats as summarise
 from ..errors import BundleError, CodecError, InputError, TransportTimeout
+from .common import GracefulStop, check_number, check_writable, write_json
 
 log = logging.getLogger(__name__)
 
@@ -40,59 +35,9 @@ REQUEST_FACE_S = 0.2  # at most this often: keyframe requests for faces whose me
 REQUEST_ALL_S = 1.0  # at most this often: requests for everything (joining, lost header or background)
 STUCK_S = 1.0  # sender alive but nothing rendered for this long: ask for everything again
 LATE_S = 0.1  # a frame sent longer ago than this (or two frame intervals), with more queued: not rendered
-BUNDLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 # ----------------------------------------------------------------------------------- helpers
-
-
-class GracefulStop:
-    """SIGINT and SIGTERM ask the loop to stop after its current step, so outputs are flushed
-    and closed on the way out; a second signal raises KeyboardInterrupt at once (a stuck source),
-    unless ``shield()`` was called: then the flushing under way is never cut short."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.callbacks: list[Callable[[], None]] = []
-        self._saved: dict[int, Any] = {}
-        self._shielded = False
-
-    def __enter__(self) -> GracefulStop:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._saved[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                break
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._saved.items():
-            signal.signal(sig, old)
-
-    def shield(self) -> None:
-        """From now on signals are only noted: outputs are being closed."""
-        self._shielded = True
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:
-            if self._shielded:
-                return
-            raise KeyboardInterrupt
-        self.signum = signum
-        for cb in self.callbacks:
-            cb()
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else ""
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + (self.signum or 0)
 
 
 class Status:
@@ -124,18 +69,6 @@ class Status:
             self.stream.write("\n")
             self.stream.flush()
             self._dirty = False
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically (temp file + rename) so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-def _check_writable(path: Path | None, what: str) -> None:
-    if path is not None and not path.parent.is_dir():
-        raise InputError(f"{what} {path}: folder {path.parent} does not exist")
 
 
 def run_keygen(args: argparse.Namespace) -> int:
@@ -172,9 +105,9 @@ def run_send(args: argparse.Namespace) -> int:
         raise InputError("--frames must be >= 0")
     if args.kbps is not None and not args.kbps > 0:
         raise InputError("--kbps must be positive")
-    if args.keyframe_every < 0:
-        raise InputError("--keyframe-every must be >= 0")
-    _check_writable(args.stats, "--stats")
+    check_number("--kbps", args.kbps, 0.0)
+    check_number("--keyframe-every", args.keyframe_every, 0.0)
+    check_writable(args.stats, "--stats")
     curve = CurveKeys(args.curve_keys) if args.curve_keys else None
     if curve is not None:
         curve.server_secret()  # a missing key fails now, in one line, before anything loads
@@ -329,11 +262,12 @@ class _Codec:
 
     def __init__(self, bundle: Any, basis: Any, window: bool, old: _Codec | None = None) -> None:
         from streamcap_codecs.decoder import FaceStreamDecoder
+        from streamcap_codecs.limits import MIN_RESTART_S
 
         from ..render import FaceRenderer
 
         self.bundle, self.basis = bundle, basis
-        self.decoder = FaceStreamDecoder(self.basis, bundle.layout)
+        self.decoder = FaceStreamDecoder(self.basis, bundle.layout, min_restart_s=MIN_RESTART_S)
         if old is not None and old.bundle.layout.hash == bundle.layout.hash:
             self.renderer, old.renderer = old.renderer, None
         else:
@@ -363,14 +297,14 @@ def _shipped_codec(hdr: Any) -> tuple[Any, Any] | None:
     """(bundle, codec basis) of the shipped bundle a stream header names, if its codec is the
     header's; else None. The name comes from the network: only plain names inside the
     package's models folder are looked up."""
-    from ..bundle import MODELS_DIR, load_bundle
+    from ..bundle import load_bundle, shipped_bundle
     from .codec import load_codec
 
-    name = hdr.bundle_id
-    if not BUNDLE_NAME.fullmatch(name) or ".." in name:
+    path = shipped_bundle(hdr.bundle_id)
+    if path is None:
         return None
     try:
-        bundle = load_bundle(MODELS_DIR / name)
+        bundle = load_bundle(path)
         basis = load_codec(bundle)
     except (BundleError, CodecError, ValueError, OSError):
         return None
@@ -393,19 +327,22 @@ def run_receive(args: argparse.Namespace) -> int:
 
     from ..bundle import load_bundle
     from ..transport import CurveKeys, Subscriber, side_endpoint
-    from ..videowriter import VideoWriter
+    from ..videowriter import VideoWriter, check_video_output
     from .codec import load_codec
 
     side_endpoint(args.connect)  # a malformed endpoint fails now, before the renderer starts
-    if args.frames < 0 or args.timeout < 0:
-        raise InputError("--frames and --timeout must be >= 0")
+    if args.frames < 0:
+        raise InputError("--frames must be >= 0")
+    check_number("--timeout", args.timeout, 0.0)
     if not 0.0 <= args.simulate_loss < 1.0:
         raise InputError(f"--simulate-loss must be in [0, 1), got {args.simulate_loss:g}")
     window = not args.headless and _window_possible()
     if not window and args.output is None and not args.headless:
         raise InputError("no display for a window here: give -o OUT.mp4 or --headless")
-    _check_writable(args.output, "output")
-    _check_writable(args.stats, "--stats")
+    if args.output is not None:
+        check_video_output(args.output)
+    check_writable(args.output, "output")
+    check_writable(args.stats, "--stats")
     curve = CurveKeys(args.curve_keys) if args.curve_keys else None
     if curve is not None:
         curve.client_secret(), curve.server_public()  # missing keys: one line now
@@ -433,7 +370,7 @@ def run_receive(args: argparse.Namespace) -> int:
             last_all = last_face = started
             last_progress = started
             captures: dict[float, float] = {}  # stream ts -> capture time, for frames finished later
-            black: dict[tuple[int, int], np.ndarray] = {}
+            black = np.zeros((480, 640, 3), np.uint8)  # one plate, re-made only when the size changes
             sub.request_keyframe(None)  # joining: the header, the background and every face's keyframe
             stats.keyframe_requests += 1
             closed = False
@@ -446,11 +383,15 @@ def run_receive(args: argparse.Namespace) -> int:
                         stats.first_heard = now
                         last_all = now  # the request queued at start went out on connecting
                     status.event(f"{state} ({args.connect})" if state != "live" else f"sender live at {args.connect}")
+                if sub.handshake_error and sub.handshake_error not in warned:
+                    warned.add(sub.handshake_error)
+                    status.event(sub.handshake_error)
                 if sub.state != "live":
                     silent = now - (sub.heard_at or started)
                     if args.timeout and silent > args.timeout:
                         if stats.rendered == 0:
-                            raise TransportTimeout(f"no stream from {args.connect} within {args.timeout:g} s")
+                            why = f": {sub.handshake_error}" if sub.handshake_error else ""
+                            raise TransportTimeout(f"no stream from {args.connect} within {args.timeout:g} s{why}")
                         status.event(f"sender silent for {args.timeout:g} s: stopping")
                         break
                 elif now - max(last_progress, last_all) > (stuck_after(sub.sender_info) if header_seen
@@ -529,7 +470,9 @@ def run_receive(args: argparse.Namespace) -> int:
                     if fr.background is not None:
                         bg = fr.background
                     else:
-                        bg = black.setdefault(size, np.zeros((size[1], size[0], 3), np.uint8))
+                        if black.shape[:2] != (size[1], size[0]):
+                            black = np.zeros((size[1], size[0], 3), np.uint8)
+                        bg = black
                     img = codec.renderer.render(bg, [(f.posmap, f.texture) for f in fr.faces])
                     if window and not codec.renderer.show(img):
                         status.event("window closed")
