@@ -127,3 +127,83 @@ def test_uv_bridge_reproduces_prnet_layout(teacher, shared_data, layout):
     shifted = UVBridge.__new__(UVBridge)
     shifted.weights, shifted.vertex = bridge.weights, np.roll(bridge.vertex, layout.size, axis=0)
     assert shifted.check(teacher, canonical.astype(np.float64))["median"] > 0.003
+
+
+# --- label variants (trainer/data/label_fusion.py) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def known_fit(teacher, shared_data):
+    img = _photo(shared_data, "lp_s0.jpg")
+    return img, teacher.fit_rois(img, [KNOWN_ROI])[0]
+
+
+@pytest.fixture(scope="module")
+def tta(teacher):
+    from trainer.data.label_fusion import TTA
+
+    return TTA(teacher)
+
+
+def test_mirror_map_pairs_landmarks(teacher):
+    from trainer.data.label_fusion import FLIP68, mirror_map
+
+    m = mirror_map(teacher)
+    u, k = teacher.u, teacher.kpt
+    width = np.ptp(u[:, 0])
+    # the vertex taken as landmark i's mirror lies where landmark FLIP68[i] is, within 1% of the face
+    assert np.linalg.norm(u[m[k]] - u[k[FLIP68]], axis=1).max() < 0.01 * width
+    assert (m[m] == np.arange(len(u))).mean() > 0.8  # nearly an involution
+
+
+def test_refit_recovers_a_fit(teacher, known_fit, tta):
+    from trainer.data.label_fusion import refit
+
+    _, fit = known_fit
+    target = (tta.u + tta.w @ fit.coef) @ fit.A.T + fit.b
+    start = fit.coef + np.random.default_rng(1).normal(0, 1, 50) * np.abs(fit.coef) * 0.1
+    got = refit(tta.u, tta.w, target, start)
+    assert np.abs(teacher.landmarks(got) - teacher.landmarks(fit)).max() < 0.05
+
+
+def test_tta_is_mirror_symmetric(teacher, known_fit, tta):
+    """Averaging over the image and its mirror with x-symmetric jitters: the average of the
+    mirrored photo is the mirror of the average (up to the BFM's vertex pairing)."""
+    from trainer.data.label_fusion import FLIP68
+
+    img, fit = known_fit
+    a = teacher.landmarks(tta.around(img, fit))
+    w = img.shape[1]
+    mirrored = np.ascontiguousarray(img[:, ::-1])
+    mfit = teacher.fit_rois(mirrored, [np.array([w - KNOWN_ROI[2], KNOWN_ROI[1], w - KNOWN_ROI[0], KNOWN_ROI[3]])])[0]
+    b = teacher.landmarks(tta.around(mirrored, mfit))[FLIP68]
+    b[:, 0] = (w - 1) - b[:, 0]
+    face = np.ptp(a[:, 0])
+    assert np.abs(a[:, :2] - b[:, :2]).mean() < 0.01 * face
+    assert np.abs(a - teacher.landmarks(fit)).mean() < 0.03 * face  # near the plain fit
+
+
+def test_fuse_expression_moves_only_agreeing_regions(teacher, known_fit):
+    from trainer.data.label_fusion import fuse_expression
+
+    _, fit = known_fit
+    n_shp = 40
+    sigma = teacher.p_std[12 + n_shp:]
+    # a target made by the model itself with another expression (mouth and eyes move)
+    other = type(fit)(fit.A, fit.b, fit.coef.copy(), fit.roi)
+    other.coef[n_shp:] += sigma * np.r_[2.0, -1.5, 1.0, np.zeros(7)]
+    target = teacher.landmarks(other)
+    before = teacher.landmarks(fit)
+    fused, used = fuse_expression(teacher, fit, target, prior=1e-4)
+    assert used == ["left_eye", "right_eye", "mouth"]
+    after = teacher.landmarks(fused)
+    err_before = np.abs(before[48:68, :2] - target[48:68, :2]).mean()
+    assert err_before > 0.5
+    assert np.abs(after[48:68, :2] - target[48:68, :2]).mean() < 0.2 * err_before
+    np.testing.assert_allclose(fused.A, fit.A)
+    np.testing.assert_allclose(fused.coef[:n_shp], fit.coef[:n_shp])
+    # a mouth marked somewhere else (another face, a drifted tracker) is ignored
+    far = target.copy()
+    far[48:68, 1] += 0.2 * np.ptp(before[:, 1])
+    _, used = fuse_expression(teacher, fit, far, prior=1e-4)
+    assert "mouth" not in used and "left_eye" in used
