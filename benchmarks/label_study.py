@@ -59,7 +59,8 @@ REGION_68 = {"contour": np.arange(0, 17), "brows": np.arange(17, 27), "nose": np
 
 def photo_list(data: Path) -> list[str]:
     """images/ (no group photo), images/d3dfr, and every k-th photo of each faces/ source."""
-    out = sorted(str(p.relative_to(data)) for p in (data / "images").rglob("*.jpg") if p.name != "group_t1.jpg")
+    out = sorted(str(p.relative_to(data)) for p in (data / "images").rglob("*")
+                 if p.suffix.lower() in (".jpg", ".png") and p.name != "group_t1.jpg")
     for src in sorted(p for p in (data / "faces").iterdir() if p.is_dir()):
         files = sorted(f for f in src.iterdir() if f.suffix.lower() in (".jpg", ".png"))
         step = max(1, len(files) // FACES_PER_SOURCE)
@@ -192,7 +193,7 @@ class Candidates:
         return self.dense.vertices(points)[self.layout.kpt_vertex]
 
     def all_of(self, img: np.ndarray, fit, fit_tta, mp: np.ndarray | None) -> dict[str, np.ndarray]:
-        from trainer.data.label_fusion import fuse_expression
+        from trainer.data.label_fusion import fuse_expression, hybrid68
 
         t = self.teacher
         out = {"3ddfa": t.landmarks(fit), "3ddfa_tta": t.landmarks(fit_tta)}
@@ -203,11 +204,12 @@ class Candidates:
             f1, used1 = fuse_expression(t, fit, raw, self.prior)
             f2, used2 = fuse_expression(t, fit_tta, raw, self.prior)
             out["fusion"], out["fusion_tta"] = t.landmarks(f1), t.landmarks(f2)
+            out["fusion_points"] = hybrid68(out["3ddfa"], raw)[0]
             out["_used"] = np.array([len(used1)])
         return out
 
 
-NAMES = ("3ddfa", "mediapipe", "mediapipe_raw", "3ddfa_tta", "fusion", "fusion_tta")
+NAMES = ("3ddfa", "mediapipe", "mediapipe_raw", "3ddfa_tta", "fusion", "fusion_tta", "fusion_points")
 
 
 def measure_photos(c: Candidates, data: Path, out: Path) -> dict:
@@ -352,18 +354,33 @@ def stage_tune(data: Path, out: Path, priors: tuple[float, ...]) -> dict:
 
 
 def table(res: dict) -> str:
+    """Markdown: the summary per candidate, then mouth and eye opening per clip."""
     ph, clips = res["photos"], res["clips"]
-    mean = lambda key, n, m: float(np.mean([clips[k][key][n][m] for k in clips]))  # noqa: E731
-    lines = ["| candidate | d3dfr 5-pt NME | dlib 68 NME (eyes / mouth / contour) | clip NME vs dlib | "
-             "mouth corr / amp | eye corr / amp |", "| --- | --- | --- | --- | --- | --- |"]
-    for n in NAMES:
+    names = [n for n in NAMES if n in ph["d3dfr_nme5"]]
+
+    def over_clips(key: str, n: str, m: str) -> float:
+        return float(np.mean([clips[k][key][n][m] for k in clips]))
+
+    lines = ["| candidate | d3dfr 5-pt NME | photos: 68-pt NME vs dlib (eyes / mouth / contour) | "
+             "clips: 68-pt NME vs dlib | mouth corr / amp (clip mean) | eye corr / amp (clip mean) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for n in names:
         d = ph["dlib_nme68"][n]
         clip_nme = float(np.mean([clips[k]["dlib_nme68"][n] for k in clips]))
         lines.append(
             f"| {n} | {ph['d3dfr_nme5'][n] * 100:.2f}% | {d['all'] * 100:.2f}% ({d['eyes'] * 100:.2f} / "
             f"{d['mouth'] * 100:.2f} / {d['contour'] * 100:.2f}) | {clip_nme * 100:.2f}% | "
-            f"{mean('mouth', n, 'corr'):.3f} / {mean('mouth', n, 'amp'):.2f} | "
-            f"{mean('eyes', n, 'corr'):.3f} / {mean('eyes', n, 'amp'):.2f} |")
+            f"{over_clips('mouth', n, 'corr'):.2f} / {over_clips('mouth', n, 'amp'):.2f} | "
+            f"{over_clips('eyes', n, 'corr'):.2f} / {over_clips('eyes', n, 'amp'):.2f} |")
+    for what in ("mouth", "eyes"):
+        lines += ["", f"{what} opening per clip, corr / amp vs dlib (dlib's std in brackets):", "",
+                  "| clip (frames) | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+        for k, c in clips.items():
+            cells = [f"{c[what][n]['corr']:.2f} / {c[what][n]['amp']:.2f}" for n in names]
+            lines.append(f"| {k} ({c['compared']}, {c['dlib_std'][what]:.3f}) | " + " | ".join(cells) + " |")
+        ph_key = "photo_mouth" if what == "mouth" else "photo_eyes"
+        cells = [f"{ph[ph_key][n]['corr']:.2f} / {ph[ph_key][n]['amp']:.2f}" for n in names]
+        lines.append(f"| across photos ({ph['n_dlib']}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -385,7 +402,7 @@ def stage_measure(data: Path, out: Path, prior: float, js: Path | None, clips: t
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=("mediapipe", "tune", "measure"))
+    ap.add_argument("stage", choices=("mediapipe", "tune", "measure", "report"))
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("-o", "--out", type=Path, default=Path(".cache/label_study"))
     ap.add_argument("--prior", type=float, default=1e-2, help="fusion's ridge toward 3DDFA_V2's expression")
@@ -394,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.stage == "mediapipe":
         stage_mediapipe(args.data, args.out)
+        return 0
+    if args.stage == "report":  # the tables again from --json
+        print(table(json.loads(args.json.read_text())))
         return 0
     import torch
 

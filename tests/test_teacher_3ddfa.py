@@ -207,3 +207,42 @@ def test_fuse_expression_moves_only_agreeing_regions(teacher, known_fit):
     far[48:68, 1] += 0.2 * np.ptp(before[:, 1])
     _, used = fuse_expression(teacher, fit, far, prior=1e-4)
     assert "mouth" not in used and "left_eye" in used
+
+
+def test_hybrid68_takes_only_agreeing_regions(teacher, known_fit):
+    from trainer.data.label_fusion import hybrid68
+
+    _, fit = known_fit
+    lm = teacher.landmarks(fit)
+    other = lm.copy()
+    other[:, :2] += 0.5  # a small shift everywhere: every region agrees
+    other[48:68, 1] += 0.3 * np.ptp(lm[:, 1])  # but the mouth is somewhere else
+    out, used = hybrid68(lm, other)
+    assert used == ["left_eye", "right_eye"]
+    np.testing.assert_allclose(out[36:48, :2], other[36:48, :2])
+    np.testing.assert_allclose(out[36:48, 2], lm[36:48, 2])
+    np.testing.assert_allclose(out[:36], lm[:36])
+    np.testing.assert_allclose(out[48:], lm[48:])
+
+
+def test_surface_spread_moves_landmarks_and_stays_local(teacher, known_fit, layout, shared_data):
+    from trainer.data.label_fusion import SurfaceSpread
+    from trainer.data.teacher_3ddfa import UVBridge
+
+    _, fit = known_fit
+    bridge = UVBridge.from_files(teacher.root, layout.face_ind, layout.size)
+    mean, basis = bridge.basis(teacher)
+    spread = SurfaceSpread(mean, layout.kpt_vertex)
+    verts = (mean + basis @ fit.coef.astype(np.float32)) @ fit.A.T.astype(np.float32) + fit.b.astype(np.float32)
+    lm = verts[layout.kpt_vertex]
+    target = lm.copy()
+    target[[37, 38, 43, 44], 1] += 3.0  # the upper lids come down 3 px: a blink starts
+    off, used = spread.offsets(verts, target)
+    assert used == ["left_eye", "right_eye", "mouth"]
+    out = spread.apply(verts, off)
+    np.testing.assert_allclose(out[layout.kpt_vertex, :2], target[:, :2], atol=0.05)
+    moved = np.linalg.norm(out - verts, axis=1)
+    # far from the eyes (more than 3 sigma = 12 mm on the mean face) nothing moves
+    eye = mean[layout.kpt_vertex[36:48]]
+    far = np.min(np.linalg.norm(mean[:, None] - eye[None], axis=-1), 1) > 12000
+    assert far.sum() > len(mean) // 2 and moved[far].max() < 0.1

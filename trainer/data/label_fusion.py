@@ -121,6 +121,23 @@ def region_agrees(ref: np.ndarray, other: np.ndarray, face: float, shift: float 
     return bool(wo > 0 and max(wr / wo, wo / wr) < size_ratio)
 
 
+def agreeing_regions(lm: np.ndarray, other68: np.ndarray, regions: dict[str, np.ndarray] = REGIONS) -> list[str]:
+    face = float(np.sqrt(np.prod(np.ptp(lm[:, :2], 0))))
+    return [name for name, idx in regions.items() if region_agrees(lm[idx, :2], other68[idx, :2], face)]
+
+
+def hybrid68(lm: np.ndarray, other68: np.ndarray,
+             regions: dict[str, np.ndarray] = REGIONS) -> tuple[np.ndarray, list[str]]:
+    """The teacher's 68 points (N, 3) with the agreeing eye and lip regions taken from
+    ``other68`` in x and y (depth stays the teacher's): what a dense per-vertex correction of
+    those regions would put on the landmarks, beyond what the 10 expression bases can."""
+    used = agreeing_regions(lm, other68, regions)
+    out = np.array(lm, np.float64, copy=True)
+    for name in used:
+        out[regions[name], :2] = other68[regions[name], :2]
+    return out, used
+
+
 def fuse_expression(teacher: Teacher3DDFA, fit: Fit, other68: np.ndarray, prior: float = 1e-2,
                     regions: dict[str, np.ndarray] = REGIONS) -> tuple[Fit, list[str]]:
     """Re-solve the 10 expression coefficients of ``fit`` so that its landmarks in the agreeing
@@ -132,7 +149,7 @@ def fuse_expression(teacher: Teacher3DDFA, fit: Fit, other68: np.ndarray, prior:
     training normalisation. Pose (A, b) and shape stay the teacher's."""
     lm = teacher.landmarks(fit)[:, :2]
     face = float(np.sqrt(np.prod(np.ptp(lm, 0))))
-    used = [name for name, idx in regions.items() if region_agrees(lm[idx], other68[idx, :2], face)]
+    used = agreeing_regions(lm, other68, regions)
     if not used:
         return fit, used
     pts = np.concatenate([regions[n] for n in used])
@@ -150,3 +167,34 @@ def fuse_expression(teacher: Teacher3DDFA, fit: Fit, other68: np.ndarray, prior:
     coef = fit.coef.copy()
     coef[n_shp:] = e0 + sigma * z
     return Fit(fit.A.copy(), fit.b.copy(), coef, fit.roi.copy()), used
+
+
+class SurfaceSpread:
+    """Spread per-landmark offsets over the face surface, for the eye and lip detail that the 10
+    expression bases cannot hold (``hybrid68``'s points on a dense label).
+
+    A Gaussian RBF over the layout's mean face (model units, ``sigma`` 4 mm: the lids are
+    6-7 mm apart there, the inner lips 2-3 mm), with all 68 landmarks as centres, so the
+    contour, brow and nose landmarks pin the field at zero and it fades within about 3 sigma
+    of the eyes and mouth. The operator depends only on the layout, so it is precomputed:
+    ``posmap = teacher posmap + op @ offsets`` with ``offsets`` (68, 3) in the posmap's own
+    coordinates (image or crop pixels; the map is linear, so it commutes with the crop)."""
+
+    def __init__(self, mean_face: np.ndarray, kpt_vertex: np.ndarray, sigma: float = 4000.0,
+                 ridge: float = 1e-6) -> None:
+        c = mean_face[kpt_vertex].astype(np.float64)
+        kcc = np.exp(-np.sum((c[:, None] - c[None]) ** 2, -1) / (2 * sigma**2))
+        inv = np.linalg.inv(kcc + ridge * np.eye(len(c)))
+        d2 = np.sum((mean_face[:, None, :].astype(np.float64) - c[None]) ** 2, -1)
+        self.op = (np.exp(-d2 / (2 * sigma**2)) @ inv).astype(np.float32)  # (V, 68)
+        self.kpt_vertex = np.asarray(kpt_vertex, np.int64)
+
+    def offsets(self, posmap_vertices: np.ndarray, other68: np.ndarray,
+                regions: dict[str, np.ndarray] = REGIONS) -> tuple[np.ndarray, list[str]]:
+        """(68, 3) offsets taking the label's landmarks to ``hybrid68``'s, and the regions used."""
+        lm = posmap_vertices[self.kpt_vertex]
+        target, used = hybrid68(lm, other68, regions)
+        return (target - lm).astype(np.float32), used
+
+    def apply(self, posmap_vertices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        return posmap_vertices + self.op @ offsets
