@@ -14,9 +14,16 @@ Candidates, each giving 68 points per face:
   training clips as ``build_dataset.py``), its 68 landmark vertices;
 * ``3ddfa_tta``: 3DDFA_V2 averaged over 7 crop jitters of the second pass on the image and its
   mirror, refitted to 62 parameters (``label_fusion.TTA``);
+* ``mediapipe_raw``: MediaPipe's own points nearest dlib's 68 (the registration's ``teacher68``),
+  not densified: what MediaPipe itself sees, not a label;
 * ``fusion`` / ``fusion_tta``: 3DDFA_V2 (or its average) with the 10 expression coefficients
-  re-solved to meet MediaPipe's eye and lip points where MediaPipe agrees
-  (``label_fusion.fuse_expression``).
+  re-solved to meet MediaPipe's raw eye and lip points where MediaPipe agrees
+  (``label_fusion.fuse_expression``);
+* ``fusion_points``: 3DDFA_V2's 68 points with the agreeing eye and lip regions replaced by
+  MediaPipe's raw points (``label_fusion.hybrid68``);
+* ``fusion_dense``: the dense label ``label_fusion.Fuser`` makes (``fusion_tta`` plus the eye and
+  lip residual spread over the surface), read where the generator reads it: the UV layout's 68
+  landmark pixels.
 
 References: the human 5-point annotation of ``images/d3dfr`` (NME = mean distance / sqrt(w*h) of
 the candidate's own 68-point box, as ``build_dataset.py`` measures the labels); dlib's 68 points
@@ -164,12 +171,11 @@ class Candidates:
         from streamcap.bundle import default_layout
         from trainer.data.build_dataset import Dlib68
         from trainer.data.label_corpus import Detector
-        from trainer.data.label_fusion import TTA
         from trainer.data.labeller import DenseLabeller, register
-        from trainer.data.teacher_3ddfa import Teacher3DDFA
+        from trainer.data.label_fusion import Fuser
+        from trainer.data.teacher_3ddfa import Teacher3DDFA, UVBridge
 
         self.teacher = Teacher3DDFA(data / "teacher_3ddfa_v2", threads=1)
-        self.tta = TTA(self.teacher)
         self.det = Detector(data / "detectors" / "yunet_s_640_640.onnx")
         self.dlib = Dlib68()
         self.layout = default_layout()
@@ -188,6 +194,10 @@ class Candidates:
         self.n_reg = len(pts)
         self.reg = register(self.layout, np.asarray(pts), np.asarray(marks))
         self.dense = DenseLabeller(self.layout, self.reg)
+        mean, basis = UVBridge.from_files(data / "teacher_3ddfa_v2", self.layout.face_ind,
+                                          self.layout.size).basis(self.teacher)
+        self.fuser = Fuser(self.teacher, mean, basis, self.layout.kpt_vertex, prior)
+        self.tta = self.fuser.tta
 
     def mediapipe68(self, points: np.ndarray) -> np.ndarray:
         return self.dense.vertices(points)[self.layout.kpt_vertex]
@@ -205,11 +215,13 @@ class Candidates:
             f2, used2 = fuse_expression(t, fit_tta, raw, self.prior)
             out["fusion"], out["fusion_tta"] = t.landmarks(f1), t.landmarks(f2)
             out["fusion_points"] = hybrid68(out["3ddfa"], raw)[0]
+            fused, offsets, _ = self.fuser.fuse(fit_tta, raw)  # the dense label, read at the layout's 68
+            out["fusion_dense"] = self.fuser.posmap(fused, offsets)[self.layout.kpt_vertex]
             out["_used"] = np.array([len(used1)])
         return out
 
 
-NAMES = ("3ddfa", "mediapipe", "mediapipe_raw", "3ddfa_tta", "fusion", "fusion_tta", "fusion_points")
+NAMES = ("3ddfa", "mediapipe", "mediapipe_raw", "3ddfa_tta", "fusion", "fusion_tta", "fusion_points", "fusion_dense")
 
 
 def measure_photos(c: Candidates, data: Path, out: Path) -> dict:
@@ -358,11 +370,11 @@ def table(res: dict) -> str:
     ph, clips = res["photos"], res["clips"]
     names = [n for n in NAMES if n in ph["d3dfr_nme5"]]
 
-    def over_clips(key: str, n: str, m: str) -> float:
-        return float(np.mean([clips[k][key][n][m] for k in clips]))
+    def over_clips(key: str, n: str, m: str) -> float:  # the median: one noisy clip can swing a mean
+        return float(np.median([clips[k][key][n][m] for k in clips]))
 
     lines = ["| candidate | d3dfr 5-pt NME | photos: 68-pt NME vs dlib (eyes / mouth / contour) | "
-             "clips: 68-pt NME vs dlib | mouth corr / amp (clip mean) | eye corr / amp (clip mean) |",
+             "clips: 68-pt NME vs dlib | mouth corr / amp (clip median) | eye corr / amp (clip median) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for n in names:
         d = ph["dlib_nme68"][n]

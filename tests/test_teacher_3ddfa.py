@@ -225,13 +225,18 @@ def test_hybrid68_takes_only_agreeing_regions(teacher, known_fit):
     np.testing.assert_allclose(out[48:], lm[48:])
 
 
-def test_surface_spread_moves_landmarks_and_stays_local(teacher, known_fit, layout, shared_data):
-    from trainer.data.label_fusion import SurfaceSpread
+@pytest.fixture(scope="module")
+def uv_basis(teacher, layout):
     from trainer.data.teacher_3ddfa import UVBridge
 
+    return UVBridge.from_files(teacher.root, layout.face_ind, layout.size).basis(teacher)
+
+
+def test_surface_spread_moves_landmarks_and_stays_local(teacher, known_fit, layout, uv_basis):
+    from trainer.data.label_fusion import SurfaceSpread
+
     _, fit = known_fit
-    bridge = UVBridge.from_files(teacher.root, layout.face_ind, layout.size)
-    mean, basis = bridge.basis(teacher)
+    mean, basis = uv_basis
     spread = SurfaceSpread(mean, layout.kpt_vertex)
     verts = (mean + basis @ fit.coef.astype(np.float32)) @ fit.A.T.astype(np.float32) + fit.b.astype(np.float32)
     lm = verts[layout.kpt_vertex]
@@ -246,3 +251,31 @@ def test_surface_spread_moves_landmarks_and_stays_local(teacher, known_fit, layo
     eye = mean[layout.kpt_vertex[36:48]]
     far = np.min(np.linalg.norm(mean[:, None] - eye[None], axis=-1), 1) > 12000
     assert far.sum() > len(mean) // 2 and moved[far].max() < 0.1
+
+
+def test_fuser_label_meets_mediapipe_in_agreeing_regions(teacher, known_fit, layout, uv_basis):
+    """The chosen label: averaged fit, expression re-solved, residual spread. Its layout
+    landmarks land on the other teacher's eye and lip points; pose and shape stay 3DDFA_V2's."""
+    from trainer.data.label_fusion import Fuser
+
+    img, fit = known_fit
+    fuser = Fuser(teacher, *uv_basis, layout.kpt_vertex)
+    averaged = fuser.tta.around(img, fit)
+    lm = fuser.posmap(averaged)[layout.kpt_vertex]
+    target = lm.copy()
+    target[[56, 57, 58, 65, 66, 67], 1] += 4.0  # the lower lip drops 4 px: the mouth opens
+    target[[37, 38, 43, 44], 1] += 2.0  # and the upper lids come down
+    label, offsets, used = fuser.fuse(averaged, target)
+    assert used == ["left_eye", "mouth", "right_eye"]
+    got = fuser.posmap(label, offsets)[layout.kpt_vertex]
+    np.testing.assert_allclose(got[36:68, :2], target[36:68, :2], atol=0.05)
+    np.testing.assert_allclose(label.A, averaged.A)
+    np.testing.assert_allclose(label.coef[:40], averaged.coef[:40])
+    assert np.abs(offsets[:36]).max() == 0
+    # the expression took the bulk of the mouth opening, the spread only the rest
+    lip = [57, 66]
+    assert np.abs(offsets[lip, 1]).max() < 0.6 * 4.0
+    # no other teacher's points: the averaged fit as it is
+    same, zero, none = fuser.label(img, fit, None)
+    assert none == [] and not zero.any()
+    np.testing.assert_allclose(same.as_vector(), averaged.as_vector(), atol=1e-5)

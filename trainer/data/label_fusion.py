@@ -198,3 +198,36 @@ class SurfaceSpread:
 
     def apply(self, posmap_vertices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         return posmap_vertices + self.op @ offsets
+
+
+class Fuser:
+    """The chosen labels (docs/training.md, section 7): 3DDFA_V2 averaged (``TTA``), its
+    expression re-solved to MediaPipe's eye and lip points (``fuse_expression``), and what the
+    expression bases cannot hold spread over the surface (``SurfaceSpread``). A label is the
+    Fit's 62 numbers plus (68, 3) landmark offsets: ``posmap(fit, offsets)`` rebuilds it."""
+
+    def __init__(self, teacher: Teacher3DDFA, mean: np.ndarray, basis: np.ndarray, kpt_vertex: np.ndarray,
+                 prior: float = 1e-2) -> None:
+        self.teacher, self.mean, self.basis, self.prior = teacher, mean, basis, prior
+        self.tta = TTA(teacher)
+        self.spread = SurfaceSpread(mean, kpt_vertex)
+
+    def posmap(self, fit: Fit, offsets: np.ndarray | None = None) -> np.ndarray:
+        """(V, 3) layout vertices of ``fit`` (plus the spread ``offsets``), in fit's pixels."""
+        a, b = fit.A.astype(np.float32), fit.b.astype(np.float32)
+        v = (self.mean + self.basis @ fit.coef.astype(np.float32)) @ a.T + b
+        return v if offsets is None else self.spread.apply(v, offsets)
+
+    def label(self, image: np.ndarray, first: Fit, mediapipe68: np.ndarray | None) -> tuple[Fit, np.ndarray, list[str]]:
+        """From a two-pass fit and MediaPipe's 68 points (None: none found) to (Fit, offsets,
+        regions taken from MediaPipe)."""
+        return self.fuse(self.tta.around(image, first), mediapipe68)
+
+    def fuse(self, averaged: Fit, mediapipe68: np.ndarray | None) -> tuple[Fit, np.ndarray, list[str]]:
+        """``label`` after the averaging."""
+        fit = averaged
+        if mediapipe68 is None:
+            return fit, np.zeros((68, 3), np.float32), []
+        fit, used = fuse_expression(self.teacher, fit, mediapipe68, self.prior)
+        offsets, used_spread = self.spread.offsets(self.posmap(fit), mediapipe68)
+        return fit, offsets, sorted(set(used) | set(used_spread))
