@@ -1,18 +1,20 @@
-"""Label variants on top of the 3DDFA_V2 teacher: test-time averaging and a MediaPipe fusion.
+"""Label variants on top of the 3DDFA_V2 teacher, and the fused label chosen by measurement.
 
-Both return a ``Fit`` (62 numbers), so the corpus labeller stores them the same way.
-
-* ``fit_tta``: the two-pass fit, then the second-pass crop jittered (shifts, scales) on the image
-  and on its mirror; the dense meshes are averaged in image space (the mirrored ones mapped
-  back through the BFM's left-right vertex correspondence) and the 62 parameters refitted to
-  the average (``refit``).
+* ``TTA``: the two-pass fit, then the second-pass crop jittered (shifts, scales) on the image
+  and on its mirror; the meshes are averaged in image space (the mirrored ones mapped back
+  through the BFM's left-right vertex pairing, ``mirror_map``) and the 62 parameters refitted
+  to the average (``refit``).
 * ``fuse_expression``: keep 3DDFA_V2's pose, shape and contour; re-solve only its 10
   expression coefficients so that the model's eye and lip landmarks meet MediaPipe's, region by
   region where MediaPipe agrees with the teacher on where that region is and how big it is
-  (a MediaPipe mesh on another face, or drifted, is ignored). A ridge toward the teacher's own
-  expression, scaled by the coefficients' training spread, keeps the solve well posed.
+  (``region_agrees``: a MediaPipe mesh on another face, or drifted, is ignored). A ridge toward
+  the teacher's own expression, scaled by the coefficients' training spread, keeps it well posed.
+* ``hybrid68`` / ``SurfaceSpread``: what the 10 expression bases cannot hold (blinks, most of
+  the lip detail) as per-landmark offsets, spread smoothly over the surface of the UV layout.
+* ``Fuser``: all three in order; a label is a ``Fit`` (62 numbers) plus (68, 3) offsets.
 
-``benchmarks/label_study.py`` measures them against 3DDFA_V2 alone and MediaPipe alone.
+``benchmarks/label_study.py`` measures them against 3DDFA_V2 alone and MediaPipe alone, and
+docs/training.md (section 7) has the table and the decision.
 """
 
 from __future__ import annotations
