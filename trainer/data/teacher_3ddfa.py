@@ -215,6 +215,41 @@ class Teacher3DDFA:
         return self.fit_rois(image, [roi_from_landmarks(self.landmarks(first))])[0]
 
 
+def _barycentric(tri: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (u, v) of vertices 1 and 2 of triangles (N, 3, 2) at points (N, 2)."""
+    e1, e2, d = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], q - tri[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    return (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det, (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det
+
+
+def locate_on_grid(points: np.ndarray, simplices: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) index of a triangle holding each integer pixel (x = column, y = row), -1
+    where none does. Same answer as ``Delaunay.find_simplex`` on the grid, but the BFM's UV
+    triangulation is too skinny for its walk (tens of seconds): each triangle here visits the
+    few grid pixels of its bounding box instead."""
+    grid = np.full((size, size), -1, np.int64)
+    p = points[simplices]  # (T, 3, 2)
+    lo = np.ceil(p.min(1) - 1e-9).astype(np.int64)
+    n = np.floor(p.max(1) + 1e-9).astype(np.int64) - lo + 1  # pixels spanned per axis
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    flat = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0] == 0
+
+    def mark(t: np.ndarray, x: np.ndarray) -> None:
+        u, v = _barycentric(p[t], x.astype(np.float64))
+        ok = (u >= -1e-9) & (v >= -1e-9) & (u + v <= 1 + 1e-9) & (x >= 0).all(1) & (x < size).all(1)
+        grid[x[ok, 1], x[ok, 0]] = t[ok]
+
+    small = (n <= 8).all(1) & ~flat
+    for i in range(8):
+        for j in range(8):
+            t = np.flatnonzero(small & (n[:, 0] > i) & (n[:, 1] > j))
+            mark(t, lo[t] + [i, j])
+    for t in np.flatnonzero(~small & ~flat):  # the few long triangles along the hull
+        xs, ys = np.meshgrid(np.arange(n[t, 0]), np.arange(n[t, 1]))
+        mark(np.full(xs.size, t), lo[t] + np.c_[xs.ravel(), ys.ravel()])
+    return grid
+
+
 class UVBridge:
     """Teacher mesh -> PRNet UV layout: barycentric weights of each layout face pixel over the
     BFM vertices, found in the BFM's UV-plane triangulation (``BFM_UV.mat``)."""
@@ -227,13 +262,12 @@ class UVBridge:
         tri = Delaunay(plane)
         rows, cols = np.divmod(np.asarray(face_ind, np.int64), uv_size)
         q = np.c_[cols, rows].astype(np.float64)
-        simplex = tri.find_simplex(q)
+        simplex = locate_on_grid(tri.points, tri.simplices, uv_size)[rows, cols]
         if (simplex < 0).any():
             raise ValueError(f"{int((simplex < 0).sum())} layout pixels fall outside the BFM's UV plane")
-        t = tri.transform[simplex]
-        b = np.einsum("nij,nj->ni", t[:, :2], q - t[:, 2])
-        self.weights = np.c_[b, 1.0 - b.sum(1)]  # (V, 3)
         self.vertex = tri.simplices[simplex].astype(np.int64)  # (V, 3)
+        u, v = _barycentric(plane[self.vertex], q)
+        self.weights = np.c_[1.0 - u - v, u, v]  # (V, 3)
 
     @classmethod
     def from_files(cls, teacher_root: Path, face_ind: np.ndarray, uv_size: int = 256) -> UVBridge:
