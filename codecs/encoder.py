@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -53,7 +53,8 @@ from .wire import message_size
 
 log = logging.getLogger(__name__)
 
-FaceInput = tuple[int, np.ndarray, "np.ndarray | None"]  # (face_id, vertices (V, 3), texture (S, S, 3) | None)
+# (face_id, vertices (V, 3), texture (S, S, 3) | None | a callable returning one, called only for a keyframe)
+FaceInput = tuple[int, np.ndarray, "np.ndarray | Callable[[], np.ndarray | None] | None"]
 
 
 @dataclass
@@ -161,7 +162,8 @@ class FaceStreamEncoder:
         """Encode one video frame -> messages in send order.
 
         ``image`` (H, W, 3) uint8 BGR (for background plates; None: no background), ``faces``
-        [(face_id, vertices (V, 3) image space, uv_texture (S, S, 3) uint8 BGR or None)].
+        [(face_id, vertices (V, 3) image space, uv_texture (S, S, 3) uint8 BGR or None)]; the
+        texture may be a callable that returns it, so it is computed only for keyframes.
         ``ts`` seconds (default frame_index / fps), ``frame_index`` (default: a counter).
         """
         index = self._frame_index if frame_index is None else int(frame_index)
@@ -305,7 +307,9 @@ class FaceStreamEncoder:
             return np.zeros((0, 0), bool)
         return cv2.resize(m, (t, t), interpolation=cv2.INTER_AREA) > 0.01
 
-    def _texture_jpeg(self, tex: np.ndarray | None) -> tuple[bytes, int]:
+    def _texture_jpeg(self, tex) -> tuple[bytes, int]:
+        if callable(tex) and self.texture_size > 0:
+            tex = tex()
         if tex is None or self.texture_size <= 0:
             return b"", 0
         tex = np.asarray(tex)

@@ -23,7 +23,11 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for inference (0: library default)")
-    p.add_argument("--detector", choices=("hog", "mmod"), default="hog", help="face detector (default: hog)")
+    p.add_argument("--detector", choices=("yunet", "hog", "mmod"), default="yunet",
+                   help="face detector (default: yunet; hog and mmod are dlib's)")
+    p.add_argument("--landmarks", choices=("generator", "dlib"), default="generator",
+                   help="what follows a face between detections: the generator's own 68 points (default) "
+                   "or dlib's 68-point predictor on every frame")
 
 
 def _add_codec_flags(p: argparse.ArgumentParser) -> None:

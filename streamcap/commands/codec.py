@@ -30,18 +30,37 @@ def load_codec(bundle):
     return GeometryBasis.load(path, bundle.layout)
 
 
+def encode_frames(pipe, src, enc, writer, max_frames: int = 0):
+    """Run ``src`` through ``pipe`` and ``enc`` into ``writer``; yield each frame's result with
+    its codec and write times filled in (``streamcap encode`` and ``streamcap bench`` share it)."""
+    for res in pipe.run(src):
+        if max_frames and res.index >= max_frames:
+            break
+        t0 = time.perf_counter()
+        msgs = enc.encode(res.image, res.codec_input(), ts=res.timestamp, frame_index=res.index)
+        t1 = time.perf_counter()
+        for m in msgs:
+            writer.write(m)
+        res.times.codec = (t1 - t0) * 1e3
+        res.times.write = (time.perf_counter() - t1) * 1e3
+        yield res
+
+
+def make_encoder(basis, bundle, args, fps: float):
+    """The face-stream encoder for the codec flags in ``args``."""
+    from streamcap_codecs.encoder import FaceStreamEncoder
+
+    return FaceStreamEncoder(basis, bundle.layout, quality=args.quality, kbps=args.kbps,
+                             keyframe_every_s=args.keyframe_every, fps=fps, bundle_id=bundle.name)
+
+
 def run_encode(args: argparse.Namespace) -> int:
     from streamcap_codecs.container import ScapWriter
-    from streamcap_codecs.encoder import FaceStreamEncoder
     from tqdm import tqdm
 
     from ..bundle import load_bundle
     from ..capture import VideoSource
-    from ..detect import FaceDetector
-    from ..engine import create_engine
     from ..pipeline import FacePipeline
-    from ..reconstruct import Reconstructor
-    from ..track import FaceTracker
 
     bundle = load_bundle(args.bundle)
     basis = load_codec(bundle)
@@ -49,34 +68,27 @@ def run_encode(args: argparse.Namespace) -> int:
     out = args.output or args.input.with_suffix(".scap")
     if out.resolve() == args.input.resolve():
         raise InputError("output would overwrite the input")
-    rec = Reconstructor(bundle, create_engine(bundle, args.backend, threads=args.threads))
-    tracker = FaceTracker(crop_size=bundle.spec.input_size, detector=FaceDetector(args.detector))
-    pipe = FacePipeline(rec, tracker)
-    enc = FaceStreamEncoder(basis, bundle.layout, quality=args.quality, kbps=args.kbps,
-                            keyframe_every_s=args.keyframe_every, fps=src.fps, bundle_id=bundle.name)
+    pipe = FacePipeline.create(bundle, args.backend, args.threads, args.detector, args.landmarks)
+    enc = make_encoder(basis, bundle, args, src.fps)
     total = args.max_frames or src.frame_count or None
     frames = faces = 0
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="frame", desc=f"encode {args.input.name}", disable=not sys.stderr.isatty())
     try:
         with ScapWriter(out) as w:
-            for res in pipe.run(src):
-                if args.max_frames and res.index >= args.max_frames:
-                    break
-                face_in = [(tid, f.vertices, f.texture) for tid, f in res.faces]
-                for m in enc.encode(res.image, face_in, ts=res.timestamp, frame_index=res.index):
-                    w.write(m)
+            for res in encode_frames(pipe, src, enc, w, args.max_frames):
                 frames += 1
-                faces += len(face_in)
+                faces += len(res.faces)
                 bar.update(1)
                 secs = max(res.timestamp, 1e-6)
-                bar.set_postfix(faces=len(face_in), kbps=f"{w.bytes_written * 8 / 1000 / secs:.1f}")
+                bar.set_postfix(faces=len(res.faces), kbps=f"{w.bytes_written * 8 / 1000 / secs:.1f}")
     except KeyboardInterrupt:
         print(f"streamcap encode: interrupted after {frames} frames; {out} holds them", file=sys.stderr)
         return 130
     finally:
         bar.close()
         src.close()
+        pipe.close()
     secs = frames / src.fps if frames else 0.0
     size = out.stat().st_size
     # per face: its keyframes + deltas over the time it was on screen, averaged over faces
