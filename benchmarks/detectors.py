@@ -98,7 +98,8 @@ def group_counts(det: FaceDetector, image: np.ndarray) -> dict:
     false_pos = 0
     for b in boxes:
         cx, cy = (b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2
-        inside = (GROUP_FACES[:, 0] <= cx) & (cx <= GROUP_FACES[:, 2]) & (GROUP_FACES[:, 1] <= cy) & (cy <= GROUP_FACES[:, 3])
+        g = GROUP_FACES
+        inside = (g[:, 0] <= cx) & (cx <= g[:, 2]) & (g[:, 1] <= cy) & (cy <= g[:, 3])
         false_pos += not inside.any()
         hit |= inside
     return {"found": int(hit.sum()), "of": len(GROUP_FACES), "false_positives": false_pos}

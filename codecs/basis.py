@@ -89,6 +89,14 @@ class GeometryBasis:
             raise ValueError(f"expected vertices {self.mean.shape}, got {v.shape}")
         return (self.components @ (v - self.mean).ravel()) / self._unit
 
+    def encode_many(self, vertices_canon: np.ndarray) -> np.ndarray:
+        """(N, V, 3) -> (N, K): ``encode`` of N faces with one pass over the components, which
+        are too large for the CPU caches, so N faces cost little more than one."""
+        v = np.asarray(vertices_canon, np.float32)
+        if v.ndim != 3 or v.shape[1:] != self.mean.shape:
+            raise ValueError(f"expected vertices (N, *{self.mean.shape}), got {v.shape}")
+        return ((self.components @ (v - self.mean).reshape(len(v), -1).T) / self._unit).T
+
     def decode(self, coeffs: np.ndarray) -> np.ndarray:
         """(K,) coefficients (fewer are zero-padded) -> (V, 3) float32 canonical-frame vertices."""
         c = np.asarray(coeffs, np.float32).ravel()

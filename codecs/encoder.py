@@ -207,11 +207,18 @@ class FaceStreamEncoder:
             msg_gone = FaceGone(seq=self._next_seq(), ts=ts, face_id=fid)
             out.append(msg_gone)
             self._count_other(msg_gone)
-        for fid, verts, tex in faces:
-            fid = int(fid)
+        prepared = [(int(fid), *self._normalise(int(fid), verts), tex) for fid, verts, tex in faces]
+        # faces with no residual project their canonical vertices onto the basis together
+        plain = [i for i, p in enumerate(prepared) if not self.residual_grid
+                 and (p[0] not in self._faces or self._faces[p[0]].residual is None)]
+        targets: dict[int, np.ndarray] = {}
+        if plain:
+            coeffs = self.basis.encode_many(np.stack([prepared[i][2] for i in plain]))
+            targets = {prepared[i][0]: c for i, c in zip(plain, coeffs)}
+        for fid, pose_q, canon, tex in prepared:
             key = full or fid not in self._faces or fid in self._requested
             self._requested.discard(fid)
-            out.append(self._encode_face(fid, verts, tex, ts, key))
+            out.append(self._encode_face(fid, pose_q, canon, tex, ts, key, targets.get(fid)))
         self._requested &= set(ids)  # a request for a face that is gone lapses
         self.stats.frames += 1
         return out
@@ -232,8 +239,8 @@ class FaceStreamEncoder:
     def _step_of(self, st: _FaceState) -> float:
         return float(np.float32(2.0 ** st.log2_step))
 
-    def _encode_face(self, fid: int, verts: np.ndarray, tex: np.ndarray | None, ts: float,
-                     key: bool) -> Message:
+    def _normalise(self, fid: int, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image-space vertices -> (quantised pose (7,) int64, canonical-frame vertices (V, 3))."""
         v = np.asarray(verts, np.float32)
         if v.shape != (self.layout.n_vertices, 3) or not np.isfinite(v).all():
             raise ValueError(f"face {fid}: vertices must be finite ({self.layout.n_vertices}, 3), got {v.shape}")
@@ -241,7 +248,11 @@ class FaceStreamEncoder:
         scale, rot, t = similarity_fit(self.layout.canonical[::k], v[::k])
         pose_q = quantise_pose(pose_from_similarity(scale, rot, t)).astype(np.int64)
         # normalise with the pose the decoder will use, so the coefficients absorb its rounding
-        canon = to_canonical(v, dequantise_pose(pose_q))
+        return pose_q, to_canonical(v, dequantise_pose(pose_q))
+
+    def _encode_face(self, fid: int, pose_q: np.ndarray, canon: np.ndarray, tex, ts: float, key: bool,
+                     target: np.ndarray | None = None) -> Message:
+        """One face's message; ``target``: its basis coefficients when already computed (no residual)."""
         st = self._faces.get(fid)
         seq = self._next_seq()
         if key:
@@ -253,7 +264,8 @@ class FaceStreamEncoder:
                 cells = pool_residual(canon - fit, self.layout, self.residual_grid)
                 residual_q = quantise_residual(cells, self.residual_step)
                 residual = residual_vertices(residual_q, self.residual_step, self.layout)
-            target = self.basis.encode(canon if residual is None else canon - residual)
+            if target is None or residual is not None:
+                target = self.basis.encode(canon if residual is None else canon - residual)
             q = delta_for(target, np.zeros_like(target), step)
             jpeg, side = self._texture_jpeg(tex)
             msg: Message = FaceKeyframe(seq=seq, ts=ts, face_id=fid, pose_q=pose_q.astype(np.int32),
@@ -272,7 +284,8 @@ class FaceStreamEncoder:
         else:
             assert st is not None
             step = self._step_of(st)
-            target = self.basis.encode(canon if st.residual is None else canon - st.residual)
+            if target is None or st.residual is not None:
+                target = self.basis.encode(canon if st.residual is None else canon - st.residual)
             d = delta_for(target, st.recon, step)
             msg = FaceDelta(seq=seq, ts=ts, face_id=fid, ref_seq=st.last_seq,
                             pose_dq=(pose_q - st.pose_q).astype(np.int32), coeff_dq=d.astype(np.int32),

@@ -98,10 +98,14 @@ def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.Argumen
     p.set_defaults(func=h["reconstruct"])
 
     p = sub.add_parser("bench", help="measure speed, stream rate and quality on a clip")
-    p.add_argument("input", type=Path, nargs="?", default=None, help="video clip (default: a shared example)")
+    p.add_argument("input", type=Path, nargs="?", default=None,
+                   help="video clip with one face (default: examples/talking_lp_d3.mp4)")
     p.add_argument("--frames", type=int, default=150, help="frames to process")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
-    p.add_argument("--what", choices=("detect", "engine", "codec", "all"), default="all", help="which stages")
+    p.add_argument("--what", choices=("detect", "engine", "profile", "codec", "all"), default="all",
+                   help="which stages (profile: the encode pipeline per stage, 1 and 3 faces)")
+    p.add_argument("--mediapipe-python", type=Path, default=Path(".venv-label/bin/python"),
+                   help="python of a venv with mediapipe, for the FaceMesh column of the profile")
     _add_model_flags(p)
     p.set_defaults(func=h["bench"])
 

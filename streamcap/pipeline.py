@@ -155,3 +155,19 @@ class FacePipeline:
             res = self.process(frame.index, frame.timestamp, frame.image)
             res.times.decode = wait
             yield res
+
+    def encode(self, source: Iterable, encoder, writer, max_frames: int = 0) -> Iterator[FrameResult]:
+        """Run ``source`` through the pipeline, ``encoder`` (a ``FaceStreamEncoder``) and ``writer``
+        (anything with ``write(message)``); yield each frame's result with its codec and write
+        times filled in. ``streamcap encode`` and ``streamcap bench`` share it."""
+        for res in self.run(source):
+            if max_frames and res.index >= max_frames:
+                break
+            t0 = time.perf_counter()
+            msgs = encoder.encode(res.image, res.codec_input(), ts=res.timestamp, frame_index=res.index)
+            t1 = time.perf_counter()
+            for m in msgs:
+                writer.write(m)
+            res.times.codec = (t1 - t0) * 1e3
+            res.times.write = (time.perf_counter() - t1) * 1e3
+            yield res

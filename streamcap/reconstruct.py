@@ -28,13 +28,25 @@ def crop_to_image(posmap_crop: np.ndarray, crop: CropTransform) -> np.ndarray:
     return crop.to_image(posmap_crop.reshape(-1, 3)).reshape(posmap_crop.shape)
 
 
-def points_to_image(points: np.ndarray, crop: CropTransform) -> np.ndarray:
-    """(N, 3) crop-pixel points -> image pixels in float32 (``crop.to_image`` without float64)."""
-    inv = crop.inverse_matrix().astype(np.float32)
-    out = np.empty_like(points, dtype=np.float32)
-    out[:, :2] = points[:, :2] @ inv[:, :2].T + inv[:, 2]
-    out[:, 2] = (points[:, 2] - np.float32(crop.size / 2.0)) * np.float32(1.0 / crop.scale)
+def points_to_image(xyz: np.ndarray, crop: CropTransform) -> np.ndarray:
+    """(3, N) crop-pixel x, y, z rows -> (N, 3) image pixels in float32 (``crop.to_image`` in
+    float32, on coordinate rows)."""
+    (a, b, c), (d, e, f) = crop.inverse_matrix().astype(np.float32)
+    x, y = xyz[0], xyz[1]
+    out = np.empty((xyz.shape[1], 3), np.float32)
+    out[:, 0] = a * x + b * y + c
+    out[:, 1] = d * x + e * y + f
+    out[:, 2] = (xyz[2] - np.float32(crop.size / 2.0)) * np.float32(1.0 / crop.scale)
     return out
+
+
+def gather_rows(posmap: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """(S, S, 3) position map -> (3, len(flat)) x, y, z at the flat pixel indices ``flat``. Fast
+    when the map is a channel-first array seen channel-last (what the engines return)."""
+    cf = posmap.transpose(2, 0, 1)
+    if cf.flags.c_contiguous:
+        return np.take(cf.reshape(3, -1), flat, axis=1)
+    return np.take(posmap.reshape(-1, 3), flat, axis=0).T
 
 
 class FaceResult:
@@ -101,7 +113,7 @@ class Reconstructor:
         out = []
         n = self.layout.n_vertices
         for crop, pm_crop in zip(crops, maps):
-            pts = points_to_image(pm_crop.reshape(-1, 3)[self._gather], crop)
+            pts = points_to_image(gather_rows(pm_crop, self._gather), crop)
             lm = pts[n:]
             out.append(FaceResult(crop, pm_crop, pts[:n], lm, pose_from_landmarks(lm, self._canon68), self.layout,
                                   image if texture else None))
@@ -111,13 +123,3 @@ class Reconstructor:
             times["generator"] = times.get("generator", 0.0) + (t2 - t1) * 1e3
             times["geometry"] = times.get("geometry", 0.0) + (t3 - t2) * 1e3
         return out
-
-    def refine(self, image: np.ndarray, landmark_sets: Sequence[np.ndarray], passes: int = 2,
-               texture: bool = True) -> list[FaceResult]:
-        """Reconstruct faces seeded by rough landmarks (e.g. from a detector's 5 keypoints): each
-        pass crops where the previous pass put the landmarks, so a still image gets the crop a
-        tracked face would have."""
-        faces = self.run(image, self.crops_for(landmark_sets), texture=texture and passes <= 1)
-        for k in range(1, passes):
-            faces = self.run(image, self.crops_for([f.landmarks for f in faces]), texture=texture and k == passes - 1)
-        return faces

@@ -30,22 +30,6 @@ def load_codec(bundle):
     return GeometryBasis.load(path, bundle.layout)
 
 
-def encode_frames(pipe, src, enc, writer, max_frames: int = 0):
-    """Run ``src`` through ``pipe`` and ``enc`` into ``writer``; yield each frame's result with
-    its codec and write times filled in (``streamcap encode`` and ``streamcap bench`` share it)."""
-    for res in pipe.run(src):
-        if max_frames and res.index >= max_frames:
-            break
-        t0 = time.perf_counter()
-        msgs = enc.encode(res.image, res.codec_input(), ts=res.timestamp, frame_index=res.index)
-        t1 = time.perf_counter()
-        for m in msgs:
-            writer.write(m)
-        res.times.codec = (t1 - t0) * 1e3
-        res.times.write = (time.perf_counter() - t1) * 1e3
-        yield res
-
-
 def make_encoder(basis, bundle, args, fps: float):
     """The face-stream encoder for the codec flags in ``args``."""
     from streamcap_codecs.encoder import FaceStreamEncoder
@@ -76,7 +60,7 @@ def run_encode(args: argparse.Namespace) -> int:
     bar = tqdm(total=total, unit="frame", desc=f"encode {args.input.name}", disable=not sys.stderr.isatty())
     try:
         with ScapWriter(out) as w:
-            for res in encode_frames(pipe, src, enc, w, args.max_frames):
+            for res in pipe.encode(src, enc, w, args.max_frames):
                 frames += 1
                 faces += len(res.faces)
                 bar.update(1)
