@@ -93,14 +93,16 @@ class FaceStreamEncoder:
 
     ``quality`` 1..100 sets the initial coefficient step and the JPEG qualities; ``kbps`` (per
     face, keyframes included) turns on rate control. ``texture_size`` is the side of the texture
-    JPEG. ``residual_grid`` > 0 adds a (G, G, 3) residual map to keyframes.
+    JPEG. ``residual_grid`` > 0 adds a (G, G, 3) residual map to keyframes. ``pose_subsample``
+    and ``project_subsample``: every how many vertices the pose fit and (without residual) the
+    coefficient fit read (``GeometryBasis.projector``); the decoder does not depend on either.
     """
 
     def __init__(self, basis: GeometryBasis, layout: UVLayout, quality: float = 50, kbps: float | None = None,
                  keyframe_every_s: float = 5.0, texture_size: int = 128, *, fps: float = 30.0,
                  bundle_id: str = "", background: bool = True, background_scale: float = 0.5,
                  background_quality: int | None = None, residual_grid: int = 0, residual_step: float = 0.25,
-                 pose_subsample: int = 4) -> None:
+                 pose_subsample: int = 4, project_subsample: int = 4) -> None:
         check_layout(basis, layout, ValueError)
         if kbps is not None and not kbps > 0:
             raise ValueError("kbps must be positive")
@@ -121,6 +123,7 @@ class FaceStreamEncoder:
         self.residual_grid = residual_grid
         self.residual_step = residual_step
         self.pose_subsample = max(1, int(pose_subsample))
+        self.project_subsample = max(1, int(project_subsample))
         self.stats = EncoderStats()
         self._faces: dict[int, _FaceState] = {}
         self._seq = 0
@@ -207,18 +210,18 @@ class FaceStreamEncoder:
             msg_gone = FaceGone(seq=self._next_seq(), ts=ts, face_id=fid)
             out.append(msg_gone)
             self._count_other(msg_gone)
-        prepared = [(int(fid), *self._normalise(int(fid), verts), tex) for fid, verts, tex in faces]
-        # faces with no residual project their canonical vertices onto the basis together
-        plain = [i for i, p in enumerate(prepared) if not self.residual_grid
-                 and (p[0] not in self._faces or self._faces[p[0]].residual is None)]
+        prepared = [(int(fid), *self._pose(int(fid), verts), tex) for fid, verts, tex in faces]
         targets: dict[int, np.ndarray] = {}
-        if plain:
-            coeffs = self.basis.encode_many(np.stack([prepared[i][2] for i in plain]))
-            targets = {prepared[i][0]: c for i, c in zip(plain, coeffs)}
-        for fid, pose_q, canon, tex in prepared:
+        if not self.residual_grid and prepared:
+            # no residual: the faces' coefficients come from one pass over the (subsampled) basis
+            idx = self.basis.projector(self.project_subsample)[0]
+            canon = np.stack([to_canonical(v[idx], dequantise_pose(q)) for _, q, v, _ in prepared])
+            coeffs = self.basis.encode_many(canon, self.project_subsample)
+            targets = {p[0]: c for p, c in zip(prepared, coeffs)}
+        for fid, pose_q, v, tex in prepared:
             key = full or fid not in self._faces or fid in self._requested
             self._requested.discard(fid)
-            out.append(self._encode_face(fid, pose_q, canon, tex, ts, key, targets.get(fid)))
+            out.append(self._encode_face(fid, pose_q, v, tex, ts, key, targets.get(fid)))
         self._requested &= set(ids)  # a request for a face that is gone lapses
         self.stats.frames += 1
         return out
@@ -239,20 +242,21 @@ class FaceStreamEncoder:
     def _step_of(self, st: _FaceState) -> float:
         return float(np.float32(2.0 ** st.log2_step))
 
-    def _normalise(self, fid: int, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Image-space vertices -> (quantised pose (7,) int64, canonical-frame vertices (V, 3))."""
+    def _pose(self, fid: int, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image-space vertices -> (quantised pose (7,) int64, the vertices as float32 (V, 3)).
+        Vertices are normalised with the pose the decoder will use (``dequantise_pose``), so the
+        coefficients absorb its rounding."""
         v = np.asarray(verts, np.float32)
         if v.shape != (self.layout.n_vertices, 3) or not np.isfinite(v).all():
             raise ValueError(f"face {fid}: vertices must be finite ({self.layout.n_vertices}, 3), got {v.shape}")
         k = self.pose_subsample
         scale, rot, t = similarity_fit(self.layout.canonical[::k], v[::k])
-        pose_q = quantise_pose(pose_from_similarity(scale, rot, t)).astype(np.int64)
-        # normalise with the pose the decoder will use, so the coefficients absorb its rounding
-        return pose_q, to_canonical(v, dequantise_pose(pose_q))
+        return quantise_pose(pose_from_similarity(scale, rot, t)).astype(np.int64), v
 
-    def _encode_face(self, fid: int, pose_q: np.ndarray, canon: np.ndarray, tex, ts: float, key: bool,
+    def _encode_face(self, fid: int, pose_q: np.ndarray, v: np.ndarray, tex, ts: float, key: bool,
                      target: np.ndarray | None = None) -> Message:
         """One face's message; ``target``: its basis coefficients when already computed (no residual)."""
+        canon = to_canonical(v, dequantise_pose(pose_q)) if target is None else None
         st = self._faces.get(fid)
         seq = self._next_seq()
         if key:
@@ -264,7 +268,7 @@ class FaceStreamEncoder:
                 cells = pool_residual(canon - fit, self.layout, self.residual_grid)
                 residual_q = quantise_residual(cells, self.residual_step)
                 residual = residual_vertices(residual_q, self.residual_step, self.layout)
-            if target is None or residual is not None:
+            if target is None:
                 target = self.basis.encode(canon if residual is None else canon - residual)
             q = delta_for(target, np.zeros_like(target), step)
             jpeg, side = self._texture_jpeg(tex)
@@ -284,7 +288,7 @@ class FaceStreamEncoder:
         else:
             assert st is not None
             step = self._step_of(st)
-            if target is None or st.residual is not None:
+            if target is None:
                 target = self.basis.encode(canon if st.residual is None else canon - st.residual)
             d = delta_for(target, st.recon, step)
             msg = FaceDelta(seq=seq, ts=ts, face_id=fid, ref_seq=st.last_seq,
