@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from streamcap.geometry.layout import UVLayout
-from streamcap.geometry.posmap import similarity_fit
+from streamcap.geometry.posmap import SimilarityFit
 
 from .basis import GeometryBasis, check_layout, pose_from_similarity, to_canonical
 from .messages import (
@@ -124,6 +124,7 @@ class FaceStreamEncoder:
         self.residual_step = residual_step
         self.pose_subsample = max(1, int(pose_subsample))
         self.project_subsample = max(1, int(project_subsample))
+        self._pose_fit = SimilarityFit(layout.canonical[:: self.pose_subsample])
         self.stats = EncoderStats()
         self._faces: dict[int, _FaceState] = {}
         self._seq = 0
@@ -249,8 +250,7 @@ class FaceStreamEncoder:
         v = np.asarray(verts, np.float32)
         if v.shape != (self.layout.n_vertices, 3) or not np.isfinite(v).all():
             raise ValueError(f"face {fid}: vertices must be finite ({self.layout.n_vertices}, 3), got {v.shape}")
-        k = self.pose_subsample
-        scale, rot, t = similarity_fit(self.layout.canonical[::k], v[::k])
+        scale, rot, t = self._pose_fit.fit(v[:: self.pose_subsample])
         return quantise_pose(pose_from_similarity(scale, rot, t)).astype(np.int64), v
 
     def _encode_face(self, fid: int, pose_q: np.ndarray, v: np.ndarray, tex, ts: float, key: bool,

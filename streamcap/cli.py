@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
 from .errors import StreamcapError
+
+# The runtime's numpy products are small (a few ms of work at most) and sit between stages that
+# have threads of their own (decode, detection, ONNX Runtime). A multi-threaded BLAS there only
+# waits for a second core: measured on the 2-core machine while other work ran, the codec's
+# coefficient fit took 8-20 ms with OpenBLAS's default threads and 0.12 ms with one. Set before
+# numpy loads; an explicit setting in the environment wins.
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 Handler = Callable[[argparse.Namespace], int]
 BACKENDS = ("auto", "ort", "tensorrt", "torch")
