@@ -6,8 +6,9 @@ So once a face is found, no detector and no landmark model runs for it at all.
 
 Detection runs when there is no face (then in the frame itself: there is nothing else to wait
 for) and otherwise every ``redetect_every`` frames in a worker thread, on that frame; its result
-is collected at the start of the next frame, a frame late, and matched against the tracks, whose
-landmarks are from that same frame. Matching is by IoU of landmark boxes: a YuNet detection
+is collected at the start of the first frame that finds it finished (the next one, unless the
+machine is busy: a frame never waits for it) and matched against the tracks, whose landmarks are
+then from that frame or a few frames later. Matching is by IoU of landmark boxes: a YuNet detection
 becomes 68 points by placing the canonical face's landmarks in its box, turned by the roll of its
 eye keypoints (``seed_landmarks``); a dlib detection (no keypoints) by dlib's 68-point predictor. Matched tracks
 carry on, unmatched detections start new tracks with new IDs, tracks no detection confirms for
@@ -161,7 +162,7 @@ class FaceTracker:
         self.min_iou = min_iou
         self.tracks: list[Track] = []
         self.frame = 0
-        self.last_detect_ms = 0.0  # time this frame spent on detection (its own or waiting for one)
+        self.last_detect_ms = 0.0  # time this frame spent on detection (its own, or matching a late one)
         self._next_id = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamcap-detect") if background else None
         self._pending: Future | None = None
@@ -172,13 +173,13 @@ class FaceTracker:
         t0 = time.perf_counter()
         scheduled = self.frame % self.redetect_every == 0
         self.frame += 1
-        if self._pending is not None:  # a frame late: matched against tracks of that same frame
-            seeds = self._pending.result()
+        if self._pending is not None and (self._pending.done() or not self.tracks):
+            seeds = self._pending.result()  # usually a frame late, matched against that frame's tracks
             self._pending = None
             self._associate(seeds, timestamp)
         if not self.tracks:
             self._associate(self._seeds(image), timestamp)
-        elif scheduled:
+        elif scheduled and self._pending is None:
             if self._pool is None:
                 self._associate(self._seeds(image), timestamp)
             else:
@@ -206,6 +207,12 @@ class FaceTracker:
             self._follow(tr, lm, timestamp)
             tr.age += 1
         self._drop_duplicates()
+
+    def wait_for_detection(self) -> None:
+        """Block until a detection started in the background has finished (its result is still
+        taken by the next ``update``)."""
+        if self._pending is not None:
+            self._pending.exception()
 
     def close(self) -> None:
         if self._pool is not None:

@@ -167,14 +167,17 @@ class GatedDetector:
 def test_scheduled_detection_does_not_stall_its_frame(shared_data, bundle):
     img = read_image(shared_data / "images" / "group_t1.jpg")
     det = GatedDetector()
-    tracker = FaceTracker(bundle.layout.canonical[bundle.layout.kpt_vertex], detector=det, redetect_every=2)
+    tracker = FaceTracker(bundle.layout.canonical[bundle.layout.kpt_vertex], detector=det, redetect_every=3)
     assert len(tracker.update(img, 0.0)) == 6  # no face yet: detected in the frame itself
     tracker.update(img, 1 / 30)
-    tracks = tracker.update(img, 2 / 30)  # scheduled: handed to the worker, the frame goes on
+    tracker.update(img, 2 / 30)
+    tracks = tracker.update(img, 3 / 30)  # scheduled: handed to the worker, the frame goes on
     det.order.append("frame returned")
+    tracker.update(img, 4 / 30)  # still running: this frame does not wait either
     det.gate.set()
+    tracker.wait_for_detection()
     assert len(tracks) == 6
-    tracker.update(img, 3 / 30)  # collects the late detection
+    tracker.update(img, 5 / 30)  # collects the late detection
     tracker.close()
     assert det.order == ["frame returned", "detected"]
     assert len(tracker.tracks) == 6 and sorted(t.id for t in tracker.tracks) == list(range(6))
