@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -163,6 +164,7 @@ class FaceTracker:
         self.tracks: list[Track] = []
         self.frame = 0
         self.last_detect_ms = 0.0  # time this frame spent on detection (its own, or matching a late one)
+        self.detect_runs: deque[float] = deque(maxlen=10000)  # ms of each detector run, in any thread
         self._next_id = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamcap-detect") if background else None
         self._pending: Future | None = None
@@ -221,8 +223,11 @@ class FaceTracker:
     # ------------------------------------------------------------------------------ internals
 
     def _seeds(self, image: np.ndarray) -> list[np.ndarray]:
-        return face_seeds(self.detector, image, self.canonical68, self.predictor,
-                          self.landmarks == "generator")[: self.max_faces]
+        t0 = time.perf_counter()
+        seeds = face_seeds(self.detector, image, self.canonical68, self.predictor,
+                           self.landmarks == "generator")[: self.max_faces]
+        self.detect_runs.append((time.perf_counter() - t0) * 1e3)
+        return seeds
 
     def _follow(self, tr: Track, raw: np.ndarray, t: float) -> None:
         tr.raw = raw
