@@ -19,7 +19,9 @@ Sets, all from ``../shared/data`` (read-only):
 - speed: ms per call on 60 frames of ``videos/lp_d9.mp4`` letterboxed to 640x480, at the
   OpenCV / dlib default threads, warm-up excluded.
 
-MMOD (dlib's CNN, ~1.5 s a frame) runs only with ``--mmod``.
+MMOD (dlib's CNN, ~1.5 s a frame) runs only with ``--mmod``. ``--speed-only`` skips the sets
+and times the detectors in turn for ``--rounds`` rounds (so a change in the machine's load hits
+all of them alike), reporting the median of the rounds' p50s.
 """
 
 from __future__ import annotations
@@ -130,7 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-folder", type=int, default=40)
     ap.add_argument("--mmod", action="store_true", help="also dlib's MMOD CNN (slow)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--speed-only", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
+    if args.speed_only:
+        frames = clip_frames(args.data / "videos" / "lp_d9.mp4", 60)
+        dets = detectors(args.mmod)
+        p50s: dict[str, list[float]] = {n: [] for n in dets}
+        for _ in range(args.rounds):
+            for name, det in dets.items():
+                p50s[name].append(speed(det, frames[:10] if det.kind == "mmod" else frames)["p50"])
+        for name, v in p50s.items():
+            print(f"{name}: {float(np.median(v)):.1f} ms per 640x480 frame (median of {args.rounds} p50s: {v})")
+        return 0
     sets = load_sets(args.data, args.per_clip, args.per_folder)
     frames = clip_frames(args.data / "videos" / "lp_d9.mp4", 60)
     rows = {}
