@@ -105,7 +105,7 @@ def profile_encode(bundle, clip: Path, frames: int, threads: int, backend: str =
     from streamcap_codecs.encoder import FaceStreamEncoder
 
     from .commands.codec import load_codec
-    from .pipeline import STAGES, FacePipeline
+    from .pipeline import PIPELINE_THREADS, STAGES, FacePipeline
 
     basis = load_codec(bundle)
     warmup = max(1, warmup)
@@ -130,7 +130,8 @@ def profile_encode(bundle, clip: Path, frames: int, threads: int, backend: str =
         pipe.close()
     runs = list(pipe.tracker.detect_runs)
     total = np.sum([per_stage[k] for k in STAGES], axis=0)
-    return {"clip": clip.name, "size": [src.width, src.height], "frames": len(faces), "threads": threads,
+    return {"clip": clip.name, "size": [src.width, src.height], "frames": len(faces),
+            "threads": threads or PIPELINE_THREADS,
             "detector": detector, "landmarks": landmarks, "bundle": bundle.name,
             "input_size": bundle.spec.input_size, "faces_per_frame": float(np.mean(faces)) if faces else 0.0,
             "stages": {k: stats(v, digits=2) for k, v in per_stage.items()}, "total": stats(total, digits=2),

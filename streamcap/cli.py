@@ -31,7 +31,9 @@ BACKENDS = ("auto", "ort", "tensorrt", "torch")
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for inference (0: library default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for inference (0: 1 for video, whose other stages have threads of their own; "
+                   "the library default for photos)")
     p.add_argument("--detector", choices=("yunet", "hog", "mmod"), default="yunet",
                    help="face detector (default: yunet; hog and mmod are dlib's)")
     p.add_argument("--landmarks", choices=("generator", "dlib"), default="generator",

@@ -23,6 +23,13 @@ from .track import FaceTracker
 log = logging.getLogger(__name__)
 
 
+# Inference threads when the user gives none (--threads 0). The pipeline already runs decoding
+# and detection in threads of their own, and ONNX Runtime's second thread spins while it waits,
+# taking the core the codec and geometry need: on the 2-core machine, `streamcap bench --what
+# profile` alternating 1 and 2 threads gave 107 / 103 fps (1 face) and 33 / 38 fps (3 faces) with
+# one thread, 60 / 78 and 20 / 24 with two (docs/results/profile.md).
+PIPELINE_THREADS = 1
+
 STAGES = ("decode", "detect", "track", "crop", "generator", "geometry", "codec", "write")
 
 
@@ -112,12 +119,13 @@ class FacePipeline:
     @classmethod
     def create(cls, bundle, backend: str = "auto", threads: int = 0, detector: str = "yunet",
                landmarks: str = "generator", redetect_every: int = 10) -> FacePipeline:
-        """The pipeline the commands use: ``bundle``'s generator on ``backend``, a tracker with
-        ``detector`` (yunet, hog, mmod) and landmarks from the generator or dlib."""
+        """The pipeline the commands use: ``bundle``'s generator on ``backend`` with ``threads``
+        (0: ``PIPELINE_THREADS``), a tracker with ``detector`` (yunet, hog, mmod) and landmarks from
+        the generator or dlib."""
         from .detect import FaceDetector
         from .engine import create_engine
 
-        rec = Reconstructor(bundle, create_engine(bundle, backend, threads=threads))
+        rec = Reconstructor(bundle, create_engine(bundle, backend, threads=threads or PIPELINE_THREADS))
         tracker = FaceTracker(rec.canonical68, redetect_every=redetect_every, detector=FaceDetector(detector),
                               landmarks=landmarks)
         return cls(rec, tracker)

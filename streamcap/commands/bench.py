@@ -55,14 +55,15 @@ def run(args: argparse.Namespace) -> int:
             clips = {"1 face": clip, "3 faces": side_by_side(clip, Path(tmp) / f"{clip.stem}_x3.mp4")}
             runs, mp = {}, {}
             for name, c in clips.items():
-                runs[name] = profile_encode(bundle, c, args.frames, threads, args.backend, args.detector,
+                runs[name] = profile_encode(bundle, c, args.frames, args.threads, args.backend, args.detector,
                                             args.landmarks)
                 mp[name] = mediapipe_facemesh(c, args.frames, 1 if name == "1 face" else 3, args.mediapipe_python)
         out["profile"] = {"runs": runs, "mediapipe": mp}
         sizes = ", ".join(f"{n}: {r['size'][0]}x{r['size'][1]}, {r['faces_per_frame']:.2f} faces/frame"
                           for n, r in runs.items())
         print(f"streamcap encode on {clip.name} ({sizes}), {bundle.name} ({bundle.spec.input_size}px), "
-              f"{args.detector} + {args.landmarks} landmarks, {threads} threads, {args.frames} frames")
+              f"{args.detector} + {args.landmarks} landmarks, {runs['1 face']['threads']} inference thread(s), "
+              f"{args.frames} frames")
         print(format_profile(runs, mp))
     if args.what in ("codec", "all"):
         from ..ratedistortion import run as rate_distortion
