@@ -2,10 +2,11 @@
 
 YuNet (libfacedetection, Apache-2.0) runs through OpenCV's ``cv2.FaceDetectorYN``; its ONNX file
 ships in ``streamcap/models/yunet/`` with its licence, so nothing downloads at run time. It gives
-a box and 5 keypoints (eyes, nose tip, mouth corners) per face, which seed the generator's crop
-(``seed_landmarks``). Its box is taller than dlib's (about 1.37x its width, forehead to chin),
-and dlib's is square around brows to chin; nothing downstream uses the box shape any more, the
-crop comes from the seeded landmarks. ``benchmarks/detectors.py`` compares the detectors.
+a box and 5 keypoints (eyes, nose tip, mouth corners) per face: the box places the first crop
+of a face and the eye keypoints turn it (``track.seed_landmarks``). Its box is taller than dlib's
+(about 1.37x its width, hairline to chin), and dlib's is square around brows to chin; nothing
+downstream takes the box itself, the crop comes from the seeded landmarks, and dlib's predictor
+is always given dlib's own box. ``benchmarks/detectors.py`` compares the detectors.
 
 dlib HOG (frontal only) and MMOD (a CNN, ~1.5 s per frame on a CPU) stay as options; they give
 no keypoints, so their faces are seeded with dlib's 68-point predictor, whose model file (like
@@ -81,9 +82,13 @@ def _dlib_models(kind: str):
     raise ValueError(kind)
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
+def _check(image: np.ndarray) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InputError(f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}")
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    _check(image)
     return np.ascontiguousarray(image[..., ::-1])
 
 
@@ -104,7 +109,7 @@ class FaceDetector:
         self._size: tuple[int, int] | None = None
 
     def detect(self, image: np.ndarray) -> list[Box]:
-        _rgb(image)  # shape / dtype check
+        _check(image)
         k = min(1.0, self.max_side / max(image.shape[:2]))
         small = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA) if k < 1 else image
         boxes = []
