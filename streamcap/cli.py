@@ -18,9 +18,9 @@ from .errors import StreamcapError
 
 # The runtime's numpy products are small (a few ms of work at most) and sit between stages that
 # have threads of their own (decode, detection, ONNX Runtime). A multi-threaded BLAS there only
-# waits for a second core: measured on the 2-core machine while other work ran, the codec's
-# coefficient fit took 8-20 ms with OpenBLAS's default threads and 0.12 ms with one. Set before
-# numpy loads; an explicit setting in the environment wins.
+# waits for a second core: benchmarks/threads.py, on the 2-core machine under load, measured the
+# codec's coefficient fit at 0.14 ms with one OpenBLAS thread and 16 ms with its default (0.13 ms
+# in the one round the other core was free). Set before numpy loads; the environment wins.
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
@@ -163,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import cv2
 
     # OpenCV's own threads for the same reason as BLAS's above: its work here is small (crops,
-    # resizes) or runs in a worker thread beside inference (detection). Measured under load:
-    # YuNet took 18-25 ms per 640x480 frame on one thread and 20-36 ms on two.
+    # resizes) or runs in a worker thread beside inference (detection), where a second OpenCV
+    # thread competes with inference; YuNet alone was no slower on one (benchmarks/threads.py).
     cv2.setNumThreads(1)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
