@@ -16,7 +16,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,23 +40,13 @@ for n in (1, 3):
 """
 
 
-def median_ms(fn, n: int) -> float:
-    fn()
-    t = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        t.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(t))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     import cv2
 
-    from streamcap.benchmark import clip_frames
+    from streamcap.benchmark import clip_frames, timed
     from streamcap.bundle import load_bundle
     from streamcap.detect import FaceDetector
     from streamcap.engine import create_engine
@@ -84,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             cv2.setNumThreads(n)
             it = iter(range(10**9))
             rows.setdefault(f"YuNet 640x480, OpenCV {n} thread(s)", []).append(
-                median_ms(lambda: det.detect(frames[next(it) % len(frames)]), len(frames)))
+                timed(lambda: det.detect(frames[next(it) % len(frames)]), len(frames))["p50"])
         for n, eng in engines.items():
             rows.setdefault(f"generator batch of 3, ONNX Runtime {n} thread(s)", []).append(
-                median_ms(lambda: eng.infer(crops), 40))
+                timed(lambda: eng.infer(crops), 40)["p50"])
     for name, v in rows.items():
         print(f"{name:<52} {float(np.median(v)):8.2f} ms   (rounds: {', '.join(f'{x:.2f}' for x in v)})")
     return 0
