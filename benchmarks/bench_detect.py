@@ -1,4 +1,5 @@
-"""Detector + landmark + tracker time per 640x480 frame (same as ``streamcap bench --what detect``).
+"""Detector time per 640x480 frame (YuNet, dlib HOG) and dlib's 68 points per face (same as
+``streamcap bench --what detect``). Recall and false positives: ``benchmarks/detectors.py``.
 
     python benchmarks/bench_detect.py [CLIP] [--frames 150] [--json out.json]
 """

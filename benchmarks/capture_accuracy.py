@@ -88,8 +88,9 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
 
 def run_clip(name: str, frames: int, bundle, basis, engine, canon_lm: np.ndarray) -> dict:
     src = VideoSource(clip_path(name))
-    pipe = FacePipeline(Reconstructor(bundle, engine), FaceTracker(crop_size=bundle.spec.input_size))
-    detector, predictor = FaceDetector(), LandmarkPredictor()
+    rec = Reconstructor(bundle, engine)
+    pipe = FacePipeline(rec, FaceTracker(rec.canonical68, detector=FaceDetector()))
+    detector, predictor = FaceDetector("hog"), LandmarkPredictor()
     canon2 = canon_lm.copy()
     canon2[:, 2] = 0
     dlib_solver = ExpressionSolver(canon2)

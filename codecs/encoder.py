@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from streamcap.geometry.layout import UVLayout
-from streamcap.geometry.posmap import similarity_fit
+from streamcap.geometry.posmap import SimilarityFit
 
 from .basis import GeometryBasis, check_layout, pose_from_similarity, to_canonical
 from .messages import (
@@ -53,7 +53,8 @@ from .wire import message_size
 
 log = logging.getLogger(__name__)
 
-FaceInput = tuple[int, np.ndarray, "np.ndarray | None"]  # (face_id, vertices (V, 3), texture (S, S, 3) | None)
+# (face_id, vertices (V, 3), texture (S, S, 3) | None | a callable returning one, called only for a keyframe)
+FaceInput = tuple[int, np.ndarray, "np.ndarray | Callable[[], np.ndarray | None] | None"]
 
 
 @dataclass
@@ -94,14 +95,16 @@ class FaceStreamEncoder:
     face, keyframes included) turns on rate control. ``texture_size`` is the side of the texture
     JPEG. ``residual_grid`` > 0 adds a (G, G, 3) residual map to keyframes. ``repeat_header``
     sends the StreamHeader again before every scheduled keyframe (files: a reader can start
-    after a damaged first header).
+    after a damaged first header). ``pose_subsample`` and ``project_subsample``: every how many
+    vertices the pose fit and (without residual) the coefficient fit read
+    (``GeometryBasis.projector``); the decoder does not depend on either.
     """
 
     def __init__(self, basis: GeometryBasis, layout: UVLayout, quality: float = 50, kbps: float | None = None,
                  keyframe_every_s: float = 5.0, texture_size: int = 128, *, fps: float = 30.0,
                  bundle_id: str = "", background: bool = True, background_scale: float = 0.5,
                  background_quality: int | None = None, residual_grid: int = 0, residual_step: float = 0.25,
-                 pose_subsample: int = 4, repeat_header: bool = False) -> None:
+                 pose_subsample: int = 4, project_subsample: int = 4, repeat_header: bool = False) -> None:
         check_layout(basis, layout, ValueError)
         if kbps is not None and not kbps > 0:
             raise ValueError("kbps must be positive")
@@ -123,6 +126,8 @@ class FaceStreamEncoder:
         self.residual_step = residual_step
         self.pose_subsample = max(1, int(pose_subsample))
         self.repeat_header = repeat_header
+        self.project_subsample = max(1, int(project_subsample))
+        self._pose_fit = SimilarityFit(layout.canonical[:: self.pose_subsample])
         self.stats = EncoderStats()
         self._faces: dict[int, _FaceState] = {}
         self._seq = 0
@@ -164,7 +169,8 @@ class FaceStreamEncoder:
         """Encode one video frame -> messages in send order.
 
         ``image`` (H, W, 3) uint8 BGR (for background plates; None: no background), ``faces``
-        [(face_id, vertices (V, 3) image space, uv_texture (S, S, 3) uint8 BGR or None)].
+        [(face_id, vertices (V, 3) image space, uv_texture (S, S, 3) uint8 BGR or None)]; the
+        texture may be a callable that returns it, so it is computed only for keyframes.
         ``ts`` seconds (default frame_index / fps), ``frame_index`` (default: a counter).
         """
         index = self._frame_index if frame_index is None else int(frame_index)
@@ -208,11 +214,18 @@ class FaceStreamEncoder:
             msg_gone = FaceGone(seq=self._next_seq(), ts=ts, face_id=fid)
             out.append(msg_gone)
             self._count_other(msg_gone)
-        for fid, verts, tex in faces:
-            fid = int(fid)
+        prepared = [(int(fid), *self._pose(int(fid), verts), tex) for fid, verts, tex in faces]
+        targets: dict[int, np.ndarray] = {}
+        if not self.residual_grid and prepared:
+            # no residual: the faces' coefficients come from one pass over the (subsampled) basis
+            idx = self.basis.projector(self.project_subsample)[0]
+            canon = np.stack([to_canonical(v[idx], dequantise_pose(q)) for _, q, v, _ in prepared])
+            coeffs = self.basis.encode_many(canon, self.project_subsample)
+            targets = {p[0]: c for p, c in zip(prepared, coeffs)}
+        for fid, pose_q, v, tex in prepared:
             key = full or fid not in self._faces or fid in self._requested
             self._requested.discard(fid)
-            out.append(self._encode_face(fid, verts, tex, ts, key))
+            out.append(self._encode_face(fid, pose_q, v, tex, ts, key, targets.get(fid)))
         self._requested &= set(ids)  # a request for a face that is gone lapses
         self.stats.frames += 1
         return out
@@ -233,16 +246,20 @@ class FaceStreamEncoder:
     def _step_of(self, st: _FaceState) -> float:
         return float(np.float32(2.0 ** st.log2_step))
 
-    def _encode_face(self, fid: int, verts: np.ndarray, tex: np.ndarray | None, ts: float,
-                     key: bool) -> Message:
+    def _pose(self, fid: int, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image-space vertices -> (quantised pose (7,) int64, the vertices as float32 (V, 3)).
+        Vertices are normalised with the pose the decoder will use (``dequantise_pose``), so the
+        coefficients absorb its rounding."""
         v = np.asarray(verts, np.float32)
         if v.shape != (self.layout.n_vertices, 3) or not np.isfinite(v).all():
             raise ValueError(f"face {fid}: vertices must be finite ({self.layout.n_vertices}, 3), got {v.shape}")
-        k = self.pose_subsample
-        scale, rot, t = similarity_fit(self.layout.canonical[::k], v[::k])
-        pose_q = quantise_pose(pose_from_similarity(scale, rot, t)).astype(np.int64)
-        # normalise with the pose the decoder will use, so the coefficients absorb its rounding
-        canon = to_canonical(v, dequantise_pose(pose_q))
+        scale, rot, t = self._pose_fit.fit(v[:: self.pose_subsample])
+        return quantise_pose(pose_from_similarity(scale, rot, t)).astype(np.int64), v
+
+    def _encode_face(self, fid: int, pose_q: np.ndarray, v: np.ndarray, tex, ts: float, key: bool,
+                     target: np.ndarray | None = None) -> Message:
+        """One face's message; ``target``: its basis coefficients when already computed (no residual)."""
+        canon = to_canonical(v, dequantise_pose(pose_q)) if target is None else None
         st = self._faces.get(fid)
         seq = self._next_seq()
         if key:
@@ -254,7 +271,8 @@ class FaceStreamEncoder:
                 cells = pool_residual(canon - fit, self.layout, self.residual_grid)
                 residual_q = quantise_residual(cells, self.residual_step)
                 residual = residual_vertices(residual_q, self.residual_step, self.layout)
-            target = self.basis.encode(canon if residual is None else canon - residual)
+            if target is None:
+                target = self.basis.encode(canon if residual is None else canon - residual)
             q = delta_for(target, np.zeros_like(target), step)
             jpeg, side = self._texture_jpeg(tex)
             msg: Message = FaceKeyframe(seq=seq, ts=ts, face_id=fid, pose_q=pose_q.astype(np.int32),
@@ -273,7 +291,8 @@ class FaceStreamEncoder:
         else:
             assert st is not None
             step = self._step_of(st)
-            target = self.basis.encode(canon if st.residual is None else canon - st.residual)
+            if target is None:
+                target = self.basis.encode(canon if st.residual is None else canon - st.residual)
             d = delta_for(target, st.recon, step)
             msg = FaceDelta(seq=seq, ts=ts, face_id=fid, ref_seq=st.last_seq,
                             pose_dq=(pose_q - st.pose_q).astype(np.int32), coeff_dq=d.astype(np.int32),
@@ -308,7 +327,9 @@ class FaceStreamEncoder:
             return np.zeros((0, 0), bool)
         return cv2.resize(m, (t, t), interpolation=cv2.INTER_AREA) > 0.01
 
-    def _texture_jpeg(self, tex: np.ndarray | None) -> tuple[bytes, int]:
+    def _texture_jpeg(self, tex) -> tuple[bytes, int]:
+        if callable(tex) and self.texture_size > 0:
+            tex = tex()
         if tex is None or self.texture_size <= 0:
             return b"", 0
         tex = np.asarray(tex)

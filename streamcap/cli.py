@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
 from .errors import StreamcapError
+
+# The runtime's numpy products are small (a few ms of work at most) and sit between stages that
+# have threads of their own (decode, detection, ONNX Runtime). A multi-threaded BLAS there only
+# waits for a second core: benchmarks/threads.py, on the 2-core machine under load, measured the
+# codec's coefficient fit at 0.14 ms with one OpenBLAS thread and 16 ms with its default (0.13 ms
+# in the one round the other core was free). Set before numpy loads; the environment wins.
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 Handler = Callable[[argparse.Namespace], int]
 BACKENDS = ("auto", "ort", "tensorrt", "torch")
@@ -22,8 +31,14 @@ BACKENDS = ("auto", "ort", "tensorrt", "torch")
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for inference (0: library default)")
-    p.add_argument("--detector", choices=("hog", "mmod"), default="hog", help="face detector (default: hog)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for inference (0: 1 for video, whose other stages have threads of their own; "
+                   "the library default for photos)")
+    p.add_argument("--detector", choices=("yunet", "hog", "mmod"), default="yunet",
+                   help="face detector (default: yunet; hog and mmod are dlib's)")
+    p.add_argument("--landmarks", choices=("generator", "dlib"), default="generator",
+                   help="what follows a face between detections: the generator's own 68 points (default) "
+                   "or dlib's 68-point predictor on every frame")
 
 
 def _add_codec_flags(p: argparse.ArgumentParser) -> None:
@@ -108,10 +123,14 @@ def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.Argumen
     p.set_defaults(func=h["capture"])
 
     p = sub.add_parser("bench", help="measure speed, stream rate and quality on a clip")
-    p.add_argument("input", type=Path, nargs="?", default=None, help="video clip (default: a shared example)")
+    p.add_argument("input", type=Path, nargs="?", default=None,
+                   help="video clip with one face (default: examples/talking_lp_d3.mp4)")
     p.add_argument("--frames", type=int, default=150, help="frames to process")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
-    p.add_argument("--what", choices=("detect", "engine", "codec", "all"), default="all", help="which stages")
+    p.add_argument("--what", choices=("detect", "engine", "profile", "codec", "all"), default="all",
+                   help="which stages (profile: the encode pipeline per stage, 1 and 3 faces)")
+    p.add_argument("--mediapipe-python", type=Path, default=Path(".venv-label/bin/python"),
+                   help="python of a venv with mediapipe, for the FaceMesh column of the profile")
     _add_model_flags(p)
     p.set_defaults(func=h["bench"])
 
@@ -156,6 +175,12 @@ def default_handlers() -> dict[str, Handler]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import cv2
+
+    # OpenCV's own threads for the same reason as BLAS's above: its work here is small (crops,
+    # resizes) or runs in a worker thread beside inference (detection), where a second OpenCV
+    # thread competes with inference; YuNet alone was no slower on one (benchmarks/threads.py).
+    cv2.setNumThreads(1)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

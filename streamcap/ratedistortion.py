@@ -39,7 +39,7 @@ class Judge:
     """Source landmarks and face masks, computed once; scores decoded frames against them."""
 
     def __init__(self, frames: list[np.ndarray]) -> None:
-        det, self.lmk = FaceDetector(), LandmarkPredictor()
+        det, self.lmk = FaceDetector("hog"), LandmarkPredictor()  # dlib's own box for dlib's 68 points
         self.src = frames
         self.boxes, self.marks, self.masks = [], [], []
         for f in frames:

@@ -127,3 +127,26 @@ def test_build_codec_basis_cli(layout, tmp_path, capsys):
     assert GeometryBasis.load(out, layout).n_components == 3
     with pytest.raises(SystemExit):
         main(["--data", str(tmp_path / "nothing"), "-o", str(out)])
+
+
+def test_encode_many_and_the_subsampled_projection(layout):
+    """Several faces in one pass equal one at a time; the fit from every 4th vertex equals the
+    orthogonal projection for faces in the basis's span, and nearly so for faces off it."""
+    fields = deformation_fields(layout, 6, seed=5)
+    rng = np.random.default_rng(1)
+    x = (layout.canonical + np.tensordot(rng.normal(0, 1, (30, 6)), fields, 1)).astype(np.float32)
+    basis = fit_basis(x, 6, layout_hash=layout.hash)
+    faces = x[:3]
+    one_by_one = np.stack([basis.encode(f) for f in faces])
+    np.testing.assert_allclose(basis.encode_many(faces), one_by_one, atol=1e-4)
+    np.testing.assert_allclose(basis.encode_many(faces, step=4), one_by_one, atol=1e-3)
+    idx = basis.projector(4)[0]
+    assert len(idx) == len(range(0, layout.n_vertices, 4))
+    np.testing.assert_allclose(basis.encode_many(faces[:, idx], step=4), one_by_one, atol=1e-3)
+    noisy = faces + rng.normal(0, 0.05, faces.shape).astype(np.float32)  # off the span
+    diff = np.abs(basis.encode_many(noisy, step=4) - np.stack([basis.encode(f) for f in noisy]))
+    assert 0 < diff.max() < 0.05  # not exact, but a fifth of the step at quality 50 (0.25)
+    # too few vertices per component for a fit: falls back to the full projection
+    tiny = small_layout(layout, 16)
+    tb = fit_basis((tiny.canonical + rng.normal(0, 1, (20, *tiny.canonical.shape))).astype(np.float32), 6)
+    assert len(tb.projector(1000)[0]) == tiny.n_vertices

@@ -67,7 +67,7 @@ def write_aflw(folder, shared_data, n=4):
 
     from streamcap.detect import FaceDetector, LandmarkPredictor
 
-    det, lmk = FaceDetector(), LandmarkPredictor()
+    det, lmk = FaceDetector("hog"), LandmarkPredictor()  # dlib's box, as `eval --methods dlib` uses
     folder.mkdir()
     k = 0
     for jpg in sorted((shared_data / "images" / "d3dfr").glob("*.jpg")):

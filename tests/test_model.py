@@ -14,6 +14,7 @@ from streamcap.capture import read_image
 from streamcap.detect import FaceDetector, LandmarkPredictor
 from streamcap.engine import create_engine
 from streamcap.reconstruct import Reconstructor
+from streamcap.track import face_seeds
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +36,24 @@ def _five(lm: np.ndarray) -> np.ndarray:
     return np.stack([lm[36:42, :2].mean(0), lm[42:48, :2].mean(0), lm[30, :2], lm[48, :2], lm[54, :2]])
 
 
-def test_model_landmarks_match_human_annotation_on_held_out_people(shared_data, rec):
-    det, lmk = FaceDetector(), LandmarkPredictor()
+@pytest.mark.parametrize("seed", ["yunet", "dlib"])
+def test_model_landmarks_match_human_annotation_on_held_out_people(shared_data, rec, seed):
+    """``yunet``: the default path (the crop from the canonical face placed on the detector's 5
+    points); ``dlib``: the crop from dlib's 68 points in its HOG box."""
+    hog, yunet, lmk = FaceDetector("hog"), FaceDetector("yunet"), LandmarkPredictor()
     errs, yaws, turns = [], [], []
     for jpg in sorted((shared_data / "images" / "d3dfr").glob("*.jpg"))[:12]:
         img = read_image(jpg)
-        boxes = det.detect(img)
+        boxes = hog.detect(img)
         if not boxes:
             continue
         d68 = lmk.predict(img, boxes[0])
-        face = rec.run(img, rec.crops_for([d68]))[0]
+        if seed == "dlib":
+            face = rec.run(img, rec.crops_for([d68]))[0]
+        else:
+            seeds = face_seeds(yunet, img, rec.canonical68)
+            assert seeds
+            face = rec.run(img, rec.crops_for(seeds[:1]))[0]
         ref = np.loadtxt(jpg.with_suffix(".txt")).reshape(5, 2)
         wh = np.ptp(face.landmarks[:, :2], 0)
         errs.append(np.linalg.norm(_five(face.landmarks) - ref, axis=1).mean() / np.sqrt(wh[0] * wh[1]))
@@ -53,6 +62,7 @@ def test_model_landmarks_match_human_annotation_on_held_out_people(shared_data, 
         # a model-free cue for the head turn: dlib's nose tip off the eye-corner midpoint, in eye widths
         turns.append((d68[30, 0] - (d68[36, 0] + d68[45, 0]) / 2) / np.linalg.norm(d68[45] - d68[36]))
     assert len(errs) >= 8
+    print(seed, np.mean(errs))
     assert np.mean(errs) < 0.06
     yaws, turns = np.array(yaws), np.array(turns)
     # these photos are within about 35 degrees of frontal: no pose may come out as a profile
@@ -67,8 +77,7 @@ def test_model_landmarks_match_human_annotation_on_held_out_people(shared_data, 
 
 def test_batch_of_faces_equals_faces_one_by_one(shared_data, rec):
     img = read_image(shared_data / "images" / "group_t1.jpg")
-    det, lmk = FaceDetector(), LandmarkPredictor()
-    crops = rec.crops_for([lmk.predict(img, b) for b in det.detect(img)])
+    crops = rec.crops_for(face_seeds(FaceDetector(), img, rec.canonical68))
     assert len(crops) >= 3
     together = rec.run(img, crops, texture=False)
     alone = [rec.run(img, [c], texture=False)[0] for c in crops]

@@ -34,15 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bundle import load_bundle
     from ..capture import LatestFrame, open_source
-    from ..detect import FaceDetector
-    from ..engine import create_engine
     from ..osc import VmcSender, parse_hostport
     from ..pipeline import FacePipeline
-    from ..reconstruct import Reconstructor
     from ..take import Take, write_manifest
-    from ..track import FaceTracker
     from .codec import load_codec
-    from .live import GracefulStop
+    from .common import GracefulStop
 
     if (args.input is None) == (args.camera is None):
         raise InputError("give a video file or --camera N")
@@ -57,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
         sender = VmcSender(*osc_to) if osc_to else None
         bundle = load_bundle(args.bundle)
         basis = load_codec(bundle)
-        rec = Reconstructor(bundle, create_engine(bundle, args.backend, threads=args.threads))
-        pipe = FacePipeline(rec, FaceTracker(crop_size=bundle.spec.input_size, detector=FaceDetector(args.detector)))
+        pipe = FacePipeline.create(bundle, args.backend, args.threads, args.detector, args.landmarks)
     except BaseException:
         src.close()
         raise
@@ -93,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             stop.shield()  # from here on a signal never cuts the writing of the outputs short
             bar.close()
+            pipe.close()
             if latest is None or latest.close(2.0):
                 src.close()
             if sender is not None:

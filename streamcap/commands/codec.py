@@ -31,18 +31,22 @@ def load_codec(bundle):
     return GeometryBasis.load(path, bundle.layout)
 
 
+def make_encoder(basis, bundle, args, fps: float, repeat_header: bool = False):
+    """The face-stream encoder for the codec flags in ``args``."""
+    from streamcap_codecs.encoder import FaceStreamEncoder
+
+    return FaceStreamEncoder(basis, bundle.layout, quality=args.quality, kbps=args.kbps,
+                             keyframe_every_s=args.keyframe_every, fps=fps, bundle_id=bundle.name,
+                             repeat_header=repeat_header)
+
+
 def run_encode(args: argparse.Namespace) -> int:
     from streamcap_codecs.container import ScapWriter
-    from streamcap_codecs.encoder import FaceStreamEncoder
     from tqdm import tqdm
 
     from ..bundle import load_bundle
     from ..capture import VideoSource
-    from ..detect import FaceDetector
-    from ..engine import create_engine
     from ..pipeline import FacePipeline
-    from ..reconstruct import Reconstructor
-    from ..track import FaceTracker
     from ..videowriter import same_file
 
     check_number("--kbps", args.kbps, 0.0)
@@ -54,14 +58,10 @@ def run_encode(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     basis = load_codec(bundle)
     src = VideoSource(args.input)
-    rec = Reconstructor(bundle, create_engine(bundle, args.backend, threads=args.threads))
-    tracker = FaceTracker(crop_size=bundle.spec.input_size, detector=FaceDetector(args.detector))
-    pipe = FacePipeline(rec, tracker)
+    pipe = FacePipeline.create(bundle, args.backend, args.threads, args.detector, args.landmarks)
     # the header goes out again before every keyframe: one damaged header record in the file
     # does not make the rest undecodable
-    enc = FaceStreamEncoder(basis, bundle.layout, quality=args.quality, kbps=args.kbps,
-                            keyframe_every_s=args.keyframe_every, fps=src.fps, bundle_id=bundle.name,
-                            repeat_header=True)
+    enc = make_encoder(basis, bundle, args, src.fps, repeat_header=True)
     total = args.max_frames or src.frame_count or None
     frames = faces = 0
     t0 = time.perf_counter()
@@ -69,23 +69,19 @@ def run_encode(args: argparse.Namespace) -> int:
     with GracefulStop() as stop:
         try:
             with ScapWriter(out) as w:
-                for res in pipe.run(src):
-                    if stop.requested or (args.max_frames and res.index >= args.max_frames):
-                        break
-                    face_in = [(tid, f.vertices, f.texture) for tid, f in res.faces]
-                    for m in enc.encode(res.image, face_in, ts=res.timestamp, frame_index=res.index):
-                        w.write(m)
+                for res in pipe.encode(src, enc, w, args.max_frames, stop=stop):
                     frames += 1
-                    faces += len(face_in)
+                    faces += len(res.faces)
                     bar.update(1)
                     secs = max(res.timestamp, 1e-6)
-                    bar.set_postfix(faces=len(face_in), kbps=f"{w.bytes_written * 8 / 1000 / secs:.1f}")
+                    bar.set_postfix(faces=len(res.faces), kbps=f"{w.bytes_written * 8 / 1000 / secs:.1f}")
         except KeyboardInterrupt:
             return stop.report("streamcap encode", f"{out} holds {frames} frames", interrupted=True)
         finally:
             stop.shield()
             bar.close()
             src.close()
+            pipe.close()
     if stop.requested:
         return stop.report("streamcap encode", f"{out} holds {frames} frames")
     secs = frames / src.fps if frames else 0.0

@@ -26,10 +26,11 @@ def model_predictor(args: argparse.Namespace):
 
 def dlib_predictor(args: argparse.Namespace):
     """dlib's 68 points from the detection that best overlaps the ground-truth box; a frame with
-    no such detection is a miss (dlib's HOG finds few faces beyond ~45 degrees of yaw)."""
+    no such detection is a miss (dlib's HOG finds few faces beyond ~45 degrees of yaw). The box is
+    dlib's own (HOG, or MMOD with ``--detector mmod``): the predictor was trained on those."""
     from ..detect import FaceDetector, LandmarkPredictor, best_overlap
 
-    det, lmk = FaceDetector(kind=args.detector), LandmarkPredictor()
+    det, lmk = FaceDetector(kind="mmod" if args.detector == "mmod" else "hog"), LandmarkPredictor()
 
     def predict(image: np.ndarray, gt: np.ndarray) -> np.ndarray | None:
         box = best_overlap(det.detect(image), np.r_[gt[:, :2].min(0), gt[:, :2].max(0)])

@@ -87,16 +87,11 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 def run_send(args: argparse.Namespace) -> int:
     """Capture -> faces -> codec -> PUB until the source ends, ``--frames`` or a signal."""
-    from streamcap_codecs.encoder import FaceStreamEncoder
     from streamcap_codecs.wire import to_frames
 
     from ..bundle import load_bundle
     from ..capture import LatestFrame, open_source
-    from ..detect import FaceDetector
-    from ..engine import create_engine
     from ..pipeline import FacePipeline
-    from ..reconstruct import Reconstructor
-    from ..track import FaceTracker
     from ..transport import CurveKeys, Publisher, side_endpoint
 
     if not args.bind.endswith(":*"):
@@ -114,7 +109,7 @@ def run_send(args: argparse.Namespace) -> int:
     # the cheap checks first: a missing camera or video fails before the model loads
     src = open_source(camera=args.camera, video=args.video, loop=args.loop, realtime=args.realtime)
     live = args.camera is not None or args.realtime
-    pub = latest = None
+    pub = latest = pipe = None
     status = Status("streamcap send")
     frames = sent_bytes = requests = encode_errors = 0
     t0 = time.monotonic()
@@ -122,14 +117,11 @@ def run_send(args: argparse.Namespace) -> int:
     with GracefulStop() as stop:
         try:
             bundle = load_bundle(args.bundle)
-            from .codec import load_codec
+            from .codec import load_codec, make_encoder
 
             basis = load_codec(bundle)
-            rec = Reconstructor(bundle, create_engine(bundle, args.backend, threads=args.threads))
-            pipe = FacePipeline(rec, FaceTracker(crop_size=bundle.spec.input_size,
-                                                 detector=FaceDetector(args.detector)))
-            enc = FaceStreamEncoder(basis, bundle.layout, quality=args.quality, kbps=args.kbps,
-                                    keyframe_every_s=args.keyframe_every, fps=src.fps, bundle_id=bundle.name)
+            pipe = FacePipeline.create(bundle, args.backend, args.threads, args.detector, args.landmarks)
+            enc = make_encoder(basis, bundle, args, src.fps)
             pub = Publisher(args.bind, curve=curve)
             status.event(f"sending on {pub.endpoint} (keyframe requests on the next port)")
             if live:
@@ -145,7 +137,7 @@ def run_send(args: argparse.Namespace) -> int:
                     requests += 1
                     for fid in [None] if ids is None else ids:
                         enc.request_keyframe(fid)
-                faces = [(tid, f.vertices, f.texture) for tid, f in res.faces]
+                faces = res.codec_input()
                 try:
                     out = [to_frames(m) for m in enc.encode(res.image, faces, ts=res.timestamp,
                                                             frame_index=res.index)]
@@ -157,7 +149,7 @@ def run_send(args: argparse.Namespace) -> int:
                     sent_bytes += sum(len(x) for x in fr)
                     pub.send(fr, capture_ts=frame.wall)
                 frames += 1
-                stage_ms.append(res.times.track + res.times.engine)
+                stage_ms.append(res.times.detect + res.times.track + res.times.engine)
                 times.append(time.monotonic())
                 fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
                 secs = max(time.monotonic() - t0, 1e-6)
@@ -172,6 +164,8 @@ def run_send(args: argparse.Namespace) -> int:
             stop.shield()
             if pub is not None:
                 pub.close()
+            if pipe is not None:
+                pipe.close()
             if latest is None or latest.close(2.0):
                 src.close()  # (a reader thread still inside the source keeps it: the process is ending)
             status.done()
