@@ -54,15 +54,16 @@ class FaceResult:
 
     ``vertices`` (V, 3), ``landmarks`` (68, 3) and ``pose`` are computed at once; ``posmap``
     ((S, S, 3) image-space UV position map) and ``texture`` ((S, S, 3) uint8 BGR sampled from the
-    frame, or None when made with ``texture=False``) on first access.
+    frame, or None when made with ``texture=False``) on first access, unless ``texture`` is given.
     """
 
-    def __init__(self, crop: CropTransform, posmap_crop: np.ndarray, vertices: np.ndarray, landmarks: np.ndarray,
-                 pose: Pose, layout: UVLayout, image: np.ndarray | None) -> None:
+    def __init__(self, crop: CropTransform | None, posmap_crop: np.ndarray | None, vertices: np.ndarray,
+                 landmarks: np.ndarray, pose: Pose, layout: UVLayout, image: np.ndarray | None,
+                 texture: np.ndarray | None = None) -> None:
         self.crop, self.vertices, self.landmarks, self.pose = crop, vertices, landmarks, pose
         self._posmap_crop, self._layout, self._image = posmap_crop, layout, image
         self._posmap: np.ndarray | None = None
-        self._texture: np.ndarray | None = None
+        self._texture: np.ndarray | None = texture
 
     @property
     def posmap(self) -> np.ndarray:

@@ -165,8 +165,8 @@ def _face(basis, layout, coeffs, yaw=10.0, pitch=-5.0, roll=3.0, t=(120.0, 110.0
     pose = Pose(rot, np.asarray(t, np.float32), s, yaw, pitch, roll)
     verts = from_canonical(basis.decode(np.asarray(coeffs, np.float32)), pose)
     tex = np.full((layout.size, layout.size, 3), 128, np.uint8)
-    return FaceResult(crop=None, posmap=None, vertices=verts, landmarks=verts[layout.kpt_vertex], pose=pose,
-                      texture=tex)
+    return FaceResult(crop=None, posmap_crop=None, vertices=verts, landmarks=verts[layout.kpt_vertex], pose=pose,
+                      layout=layout, image=None, texture=tex)
 
 
 def test_take_gaps_are_gaps_and_glb_round_trips(tmp_path, basis4, layout):
