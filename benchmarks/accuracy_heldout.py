@@ -15,7 +15,6 @@ The model crops from the label's landmarks, as the AFLW2000-3D protocol does.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamcap.bundle import load_bundle
+from streamcap.commands.common import write_json
 from streamcap.engine import create_engine
 from streamcap.evaluate import format_table, nme2d, nme3d, summarise, yaw_bin
 from streamcap.reconstruct import Reconstructor
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(out["profiled"]["table"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1))
+        write_json(args.json, out)
     return 0
 
 

@@ -37,6 +37,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamcap.bundle import load_bundle
+from streamcap.commands.common import write_json
 from streamcap.engine import create_engine
 from streamcap.evaluate import format_table, nme2d, nme3d, summarise, yaw_bin
 from streamcap.reconstruct import Reconstructor
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  mean:", json.dumps(out["clips_mean"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1))
+        write_json(args.json, out)
     return 0
 
 
