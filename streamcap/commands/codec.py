@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ..errors import BundleError, CodecError, InputError
+from ..errors import BundleError, CodecError, InputError, InputNotFound
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ def load_codec(bundle):
 
 
 def run_encode(args: argparse.Namespace) -> int:
+    if getattr(args, "format", 1) == 2:
+        from .codec2 import run_encode2
+
+        return run_encode2(args)
     from streamcap_codecs.container import ScapWriter
     from streamcap_codecs.encoder import FaceStreamEncoder
     from tqdm import tqdm
@@ -89,6 +93,17 @@ def run_encode(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
+    from streamcap_codecs.scap2 import file_version
+
+    if not args.input.is_file():
+        raise InputNotFound(f"{args.input}: no such file")
+    version = file_version(args.input)
+    if version == 2:
+        from .codec2 import run_decode2
+
+        return run_decode2(args)
+    if version != 1:
+        raise CodecError(f"{args.input}: .scap container version {version}; this streamcap reads versions 1 and 2")
     from streamcap_codecs.container import ScapReader
     from streamcap_codecs.decoder import FaceStreamDecoder
 
