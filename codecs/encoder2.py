@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 
 from streamcap.geometry.layout import UVLayout
-from streamcap.geometry.posmap import similarity_fit
+from streamcap.geometry.posmap import sample_texture, similarity_fit
 
 from . import av1
-from .basis import GeometryBasis, check_layout, pose_from_similarity, to_canonical
+from .basis import GeometryBasis, check_layout, from_canonical, pose_from_similarity, to_canonical
 from .geomcode import SYMBOL_LIMIT, GeometryModel, index_of, step_of
 from .packet import FaceSection, FramePacket, Request, StreamHeader2, pack
 from .quant import apply_delta, delta_for, dequantise, dequantise_pose, quality_to_step, quantise_pose
@@ -168,7 +168,7 @@ class FaceStreamEncoder2:
         for fid, verts, tex in faces:
             key = all_key or fid not in self._faces or fid in self._requested or (
                 self.max_key_s > 0 and ts - self._faces[fid].last_key_ts >= self.max_key_s)
-            sections.append(self._face(int(fid), verts, tex, ts, key))
+            sections.append(self._face(int(fid), verts, tex, ts, key, image))
         self._requested &= set(ids)
         self._requested -= {s.face_id for s in sections if s.key}
         send_ids = ids if (ids != self._ids or all_key) else None
@@ -201,7 +201,8 @@ class FaceStreamEncoder2:
             st.video.close()
         self._tex_slots.pop(fid, None)
 
-    def _face(self, fid: int, verts: np.ndarray, tex: np.ndarray | None, ts: float, key: bool) -> FaceSection:
+    def _face(self, fid: int, verts: np.ndarray, tex: np.ndarray | None, ts: float, key: bool,
+              image: np.ndarray | None) -> FaceSection:
         v = np.asarray(verts, np.float32)
         if v.shape != (self.layout.n_vertices, 3) or not np.isfinite(v).all():
             raise ValueError(f"face {fid}: vertices must be finite ({self.layout.n_vertices}, 3), got {v.shape}")
@@ -239,12 +240,23 @@ class FaceStreamEncoder2:
             self._faces[fid] = st
             self.stats.keyframes += 1
         texture = b""
-        if tex is not None and st.video is not None:
+        if (tex is not None or image is not None) and st.video is not None:
             slot = math.floor(ts * self.texture_fps + 1e-9)
             if key or slot != self._tex_slots.get(fid, -1):
+                if image is not None:  # sample at the geometry the decoder will draw it on
+                    tex = self._sample(image, st)
                 texture = st.video.encode(self._texture(tex), key=key)
                 self._tex_slots[fid] = slot
         return FaceSection(fid, key, geom, texture)
+
+    def _sample(self, image: np.ndarray, st: _Face) -> np.ndarray:
+        """The frame's colours at the decoded mesh's UV pixels: rendered on that mesh, the
+        texture lands back where it came from, whatever error the geometry carries."""
+        verts = from_canonical(self.basis.decode(st.recon), dequantise_pose(st.pose_q))
+        s = self.layout.size
+        posmap = np.zeros((s * s, 3), np.float32)
+        posmap[self.layout.face_ind] = verts
+        return sample_texture(image, posmap.reshape(s, s, 3), self.layout)
 
     def _texture(self, tex: np.ndarray) -> np.ndarray:
         tex = np.asarray(tex)
