@@ -24,8 +24,6 @@ cost up to MAX_CHUNK_BYTES).
 from __future__ import annotations
 
 import logging
-import mmap
-import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -49,6 +47,7 @@ CH_PACKETS, CH_INDEX = 1, 2
 MAX_CHUNK_BYTES = 1 << 25
 MAX_CHUNK_COUNT = 1 << 17
 MAX_HEAD = 2 + 1 + 3 * 10 + 2
+MAX_FILE_BYTES = 1 << 31  # the reader holds the file in memory
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class ScapWriter2:
     """Buffers packets into chunks of ``chunk_frames`` frame packets (or fewer: a keyframe for
     all faces starts a new chunk) and writes each chunk whole, flushed."""
 
-    def __init__(self, path: str | Path, chunk_frames: int = 30) -> None:
+    def __init__(self, path: str | Path, chunk_frames: int = 60) -> None:
         self.path = Path(path)
         self.chunk_frames = max(1, int(chunk_frames))
         self._f = open(self.path, "wb")
@@ -183,27 +182,21 @@ class ScapReader2:
         self.strict = strict
         self.truncated = False
         self.skipped = 0
-        self._fh = open(self.path, "rb")
-        size = os.fstat(self._fh.fileno()).st_size
-        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        self._buf = memoryview(self._mm) if size else memoryview(b"")
-        if size < FILE_HEADER.size or bytes(self._buf[:4]) != MAGIC:
-            self.close()
+        size = self.path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise CodecError(f"{path}: {size} bytes is more than a v2 stream file may hold ({MAX_FILE_BYTES})")
+        self._data = self.path.read_bytes()  # a few kbit/s: an hour is a few MB
+        self._buf = memoryview(self._data)
+        if len(self._data) < FILE_HEADER.size or self._data[:4] != MAGIC:
             raise CodecError(f"{path}: not a .scap file")
-        version = FILE_HEADER.unpack(self._buf[:FILE_HEADER.size])[1]
+        version = FILE_HEADER.unpack(self._data[:FILE_HEADER.size])[1]
         if version != VERSION:
-            self.close()
             raise CodecError(f"{path}: .scap container version {version}; this reader knows {VERSION}")
         self._end = len(self._buf)  # where chunks stop (the index chunk, when the trailer is valid)
         self.index = self._read_index()
 
     def close(self) -> None:
-        buf = getattr(self, "_buf", None)
-        if buf is not None:
-            buf.release()
-        if isinstance(getattr(self, "_mm", None), mmap.mmap):
-            self._mm.close()
-        self._fh.close()
+        """Nothing to release (the file is read at open); kept for the context manager."""
 
     def __enter__(self) -> ScapReader2:
         return self
@@ -266,8 +259,7 @@ class ScapReader2:
             pos = ch.end
 
     def _find(self, pos: int) -> int:
-        mm = self._mm
-        return mm.find(CHUNK_MAGIC, pos) if isinstance(mm, mmap.mmap) else -1
+        return self._data.find(CHUNK_MAGIC, pos)
 
     def _read_index(self) -> list[KeyEntry]:
         buf = self._buf

@@ -236,7 +236,7 @@ def streamcap_point(frames, faces, fps, bundle, kbps: float, tmp: Path) -> tuple
     path = tmp / f"streamcap_{kbps}.scap"
     enc = FaceStreamEncoder2(basis, bundle.layout, fps=fps, kbps=kbps, bundle_id=bundle.name, **cfg)
     t0 = time.perf_counter()
-    with ScapWriter2(path, chunk_frames=max(1, round(fps / cfg["frame_step"]))) as w:
+    with ScapWriter2(path, chunk_frames=max(1, round(2 * fps / cfg["frame_step"]))) as w:
         for img, fc in zip(frames, faces):
             for e in enc.encode(img, fc):
                 w.write(e.data, e.seq, e.key)

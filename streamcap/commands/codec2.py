@@ -60,7 +60,7 @@ def run_encode2(args: argparse.Namespace) -> int:
     frames = 0
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="frame", desc=f"encode {args.input.name}", disable=not sys.stderr.isatty())
-    w = ScapWriter2(out, chunk_frames=max(1, round(src.fps / args.frame_step)))
+    w = ScapWriter2(out, chunk_frames=max(1, round(2 * src.fps / args.frame_step)))
     try:
         for res in pipe.run(src):
             if args.max_frames and res.index >= args.max_frames:
