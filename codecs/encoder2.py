@@ -12,7 +12,9 @@ delta would cost more than a keyframe (prediction error too large), or when ``ma
 
 Rate control (``kbps``, the whole stream): the texture video runs at a constant bit rate of
 ``texture_share`` of the target; the geometry step moves so that geometry, framing and the
-plate (amortised over 10 s) take the rest.
+plate (amortised over 10 s) take the rest; and a bucket of bits filled at ``kbps`` (holding at
+most 2 s) holds back texture pictures while it is empty, so keyframes, plates and texture
+bursts do not push the stream over its target.
 """
 
 from __future__ import annotations
@@ -110,6 +112,10 @@ class FaceStreamEncoder2:
         self._tex_slots: dict[int, int] = {}  # face -> texture-rate slot of its last picture
         self._recent: list[tuple[float, int]] = []  # (ts, bits) of geometry+framing+plate, 10 s
         self._geom_log2_adj = 0.0
+        # whole-stream budget: a bucket of bits filled at kbps (1 s to start, at most 2 s);
+        # texture pictures wait while it is empty
+        self._tokens = (kbps or 0.0) * 1000.0
+        self._tex_bits = 0.0  # running size of a texture picture
         tex_mask = cv2.resize(layout.face_mask.astype(np.float32), (max(texture_size, 1),) * 2,
                               interpolation=cv2.INTER_AREA) > 0.01
         self._tex_mask = tex_mask
@@ -187,6 +193,10 @@ class FaceStreamEncoder2:
         self.stats.framing += len(data) - geo - tex_b - len(plate)
         self.stats.per_frame.append(len(data))
         self._rate_control(ts, 8 * (len(data) - tex_b))
+        if self.kbps is not None:
+            for e in out:
+                self._tokens -= 8 * len(e.data)
+            self._tokens = min(self._tokens + self.kbps * 1000.0 / self.frame_rate, 2 * self.kbps * 1000.0)
         return out
 
     def close(self) -> None:
@@ -242,11 +252,16 @@ class FaceStreamEncoder2:
         texture = b""
         if (tex is not None or image is not None) and st.video is not None:
             slot = math.floor(ts * self.texture_fps + 1e-9)
-            if key or slot != self._tex_slots.get(fid, -1):
+            due = slot != self._tex_slots.get(fid, -1)
+            if due and not key and self.kbps is not None and self._tokens < self._tex_bits:
+                due = False  # over budget: this picture waits (the face keeps its last one)
+            if key or due:
                 if image is not None:  # sample at the geometry the decoder will draw it on
                     tex = self._sample(image, st)
                 texture = st.video.encode(self._texture(tex), key=key)
                 self._tex_slots[fid] = slot
+                if not key:
+                    self._tex_bits = 0.8 * self._tex_bits + 0.2 * 8 * len(texture)
         return FaceSection(fid, key, geom, texture)
 
     def _sample(self, image: np.ndarray, st: _Face) -> np.ndarray:
