@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from codec_synth import face_sequence, small_layout, synthetic_basis, texture
+from codec_synth import face_sequence, synthetic_basis, texture
 from streamcap_codecs import av1
 from streamcap_codecs.decoder2 import FaceStreamDecoder2
 from streamcap_codecs.encoder2 import FaceStreamEncoder2
@@ -30,11 +30,6 @@ from streamcap.errors import CodecError
 
 N = 300
 FPS = 30.0
-
-
-@pytest.fixture(scope="module")
-def small(layout):
-    return small_layout(layout, 4)
 
 
 @pytest.fixture(scope="module")

@@ -30,15 +30,9 @@ def load_codec(bundle):
     return GeometryBasis.load(path, bundle.layout)
 
 
-def run_encode(args: argparse.Namespace) -> int:
-    if getattr(args, "format", 1) == 2:
-        from .codec2 import run_encode2
-
-        return run_encode2(args)
-    from streamcap_codecs.container import ScapWriter
-    from streamcap_codecs.encoder import FaceStreamEncoder
-    from tqdm import tqdm
-
+def open_encode(args: argparse.Namespace):
+    """What ``encode`` needs, from its flags: (bundle, codec basis, video source, output path,
+    capture -> track -> generator pipeline)."""
     from ..bundle import load_bundle
     from ..capture import VideoSource
     from ..detect import FaceDetector
@@ -52,10 +46,23 @@ def run_encode(args: argparse.Namespace) -> int:
     src = VideoSource(args.input)
     out = args.output or args.input.with_suffix(".scap")
     if out.resolve() == args.input.resolve():
+        src.close()
         raise InputError("output would overwrite the input")
     rec = Reconstructor(bundle, create_engine(bundle, args.backend, threads=args.threads))
     tracker = FaceTracker(crop_size=bundle.spec.input_size, detector=FaceDetector(args.detector))
-    pipe = FacePipeline(rec, tracker)
+    return bundle, basis, src, out, FacePipeline(rec, tracker)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    if getattr(args, "format", 1) == 2:
+        from .codec2 import run_encode2
+
+        return run_encode2(args)
+    from streamcap_codecs.container import ScapWriter
+    from streamcap_codecs.encoder import FaceStreamEncoder
+    from tqdm import tqdm
+
+    bundle, basis, src, out, pipe = open_encode(args)
     enc = FaceStreamEncoder(basis, bundle.layout, quality=args.quality, kbps=args.kbps,
                             keyframe_every_s=args.keyframe_every, fps=src.fps, bundle_id=bundle.name)
     total = args.max_frames or src.frame_count or None

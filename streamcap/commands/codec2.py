@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ..errors import CodecError, InputError
+from ..errors import CodecError
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +35,9 @@ def run_encode2(args: argparse.Namespace) -> int:
     from streamcap_codecs.scap2 import ScapWriter2
     from tqdm import tqdm
 
-    from ..bundle import load_bundle
-    from ..capture import VideoSource
-    from ..detect import FaceDetector
-    from ..engine import create_engine
-    from ..pipeline import FacePipeline
-    from ..reconstruct import Reconstructor
-    from ..track import FaceTracker
-    from .codec import load_codec
+    from .codec import open_encode
 
-    bundle = load_bundle(args.bundle)
-    basis = load_codec(bundle)
-    src = VideoSource(args.input)
-    out = args.output or args.input.with_suffix(".scap")
-    if out.resolve() == args.input.resolve():
-        raise InputError("output would overwrite the input")
-    rec = Reconstructor(bundle, create_engine(bundle, args.backend, threads=args.threads))
-    tracker = FaceTracker(crop_size=bundle.spec.input_size, detector=FaceDetector(args.detector))
-    pipe = FacePipeline(rec, tracker)
+    bundle, basis, src, out, pipe = open_encode(args)
     enc = FaceStreamEncoder2(basis, bundle.layout, fps=src.fps, kbps=args.kbps, quality=args.quality,
                              texture_size=args.texture_size, texture_fps=args.texture_fps,
                              frame_step=args.frame_step, bundle_id=bundle.name)
