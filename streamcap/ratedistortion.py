@@ -346,11 +346,29 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def bits_table(results: list[dict]) -> str:
+    """Markdown: each streamcap point's kbit/s by kind, its worst 10 s window and its speeds."""
+    lines = ["| clip | target | file kbit/s | wire | geometry | texture video | plate | header | framing | "
+             "container | max 10 s window | keyframes | texture T / fps / frame step | codec encode fps | "
+             "decode+render fps |", "|---|" * 15 + ""]
+    lines[1] = "|" + "---|" * 15
+    for r in results:
+        for p in r["streamcap"]:
+            b = p["bits_kbps"]
+            lines.append(f"| {r['clip']} | {p['target_kbps']:g} | {p['kbps']:.2f} | {p['wire_kbps']:.2f} | "
+                         f"{b['geometry']:.2f} | {b['texture']:.2f} | {b['plate']:.2f} | {b['header']:.2f} | "
+                         f"{b['framing']:.2f} | {p['container_kbps']:.2f} | {p['max_10s_kbps']:.2f} | "
+                         f"{p['keyframes']} | {p['texture_size']} / {p['texture_fps']:g} / {p['frame_step']} | "
+                         f"{p['codec_encode_fps']:.0f} | {p['decode_render_fps']:.0f} |")
+    return "\n".join(lines)
+
+
 def plot(res: dict, out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     for ax, m, label in zip(axes, ("psnr_face_db", "landmark_px256", "mouth_corr", "ssim_face"),
@@ -364,6 +382,13 @@ def plot(res: dict, out: Path) -> Path:
         ax.plot([p["kbps"] for p in sc], [p[m] for p in sc], "k-o", lw=2, label="streamcap v2")
         ax.set_xscale("log")
         ax.set_xlim(1.5, 40)
+        ax.set_xticks([2, 3, 5, 8, 12, 20, 32])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if m == "landmark_px256":
+            ax.set_ylim(0, 12)
+        if m == "mouth_corr":
+            ax.set_ylim(-0.2, 1.0)
         ax.set_xlabel("kbit/s (whole file)")
         ax.set_title(label)
         ax.grid(alpha=0.3)
@@ -389,6 +414,7 @@ def run(clips: list[Path], n_frames: int, rates: list[float], json_path: Path | 
                 json_path.parent.mkdir(parents=True, exist_ok=True)
                 json_path.write_text(json.dumps(results, indent=1))
     print(table(results))
+    print(bits_table(results))
     return results
 
 
