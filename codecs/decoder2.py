@@ -42,9 +42,11 @@ class _Face:
 
 
 class FaceStreamDecoder2:
-    def __init__(self, basis: GeometryBasis, layout: UVLayout, posmaps: bool = True) -> None:
+    def __init__(self, basis: GeometryBasis, layout: UVLayout, posmaps: bool = True, warp_plate: bool = True) -> None:
         check_layout(basis, layout, ValueError)
         self.basis, self.layout, self.posmaps = basis, layout, posmaps
+        self.warp_plate = warp_plate
+        self._plate_xy: dict[int, np.ndarray] = {}  # face -> its vertices (x, y) when the plate was taken
         self.header: StreamHeader2 | None = None
         self.background: np.ndarray | None = None
         self.need_keyframe: set[int] = set()
@@ -101,6 +103,7 @@ class FaceStreamDecoder2:
         self._ids = ids
         if plate is not None:
             self.background = plate
+            self._plate_xy.clear()
         for fid in [f for f in self._faces if f not in ids]:
             self._faces.pop(fid)
             self.need_keyframe.discard(fid)
@@ -121,11 +124,43 @@ class FaceStreamDecoder2:
             else:
                 st.last = face
             faces.append(face)
+        if plate is not None:
+            self._plate_xy = {f.face_id: f.vertices[::16, :2].copy() for f in faces if not f.stale}
         hdr = self.header
         index = full * hdr.frame_step
         return DecodedFrame(frame_index=index, ts=index / hdr.fps, seq=full, faces=faces,
-                            background=self.background, need_keyframe=tuple(sorted(self.need_keyframe)),
+                            background=self._head_warp(faces), need_keyframe=tuple(sorted(self.need_keyframe)),
                             gap=gap, complete=not gap and not self.need_keyframe)
+
+    def _head_warp(self, faces: list[DecodedFace]) -> np.ndarray | None:
+        """The plate with the region around each face (hair, ears, neck) moved as one piece
+        with the face: a 2D similarity from the face's vertices when the plate was taken to
+        its vertices now, blended in through a feathered ellipse around the face. The rest of
+        the plate stays put. A new array per frame (the plate itself is not changed)."""
+        bg = self.background
+        if bg is None or not self.warp_plate or not self._plate_xy:
+            return bg
+        out = None
+        h, w = bg.shape[:2]
+        for f in faces:
+            ref = self._plate_xy.get(f.face_id)
+            if ref is None or f.stale or not f.vertices.size:
+                continue
+            cur = f.vertices[::16, :2]
+            m, _ = cv2.estimateAffinePartial2D(ref.astype(np.float32), cur.astype(np.float32), method=cv2.LMEDS)
+            if m is None or np.abs(m - np.float64([[1, 0, 0], [0, 1, 0]])).max() < 1e-3:
+                continue
+            (x0, y0), (x1, y1) = cur.min(0), cur.max(0)
+            fw, fh = max(x1 - x0, 2.0), max(y1 - y0, 2.0)
+            mask = np.zeros((h, w), np.float32)
+            cv2.ellipse(mask, (int((x0 + x1) / 2), int(y0 + 0.45 * fh)), (int(0.95 * fw), int(1.15 * fh)), 0, 0, 360,
+                        1.0, -1)
+            k = int(0.25 * fw) * 2 + 1
+            mask = cv2.GaussianBlur(mask, (k, k), 0)[..., None]
+            warped = cv2.warpAffine(bg, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            base = bg if out is None else out
+            out = (base * (1 - mask) + warped * mask).astype(np.uint8)
+        return bg if out is None else out
 
     def _full_seq(self, low: int, seq: int | None) -> int:
         if seq is not None:

@@ -293,7 +293,7 @@ def best_anchor(configs: dict[str, list[dict]], rate: float, measure: str) -> tu
 
 
 def run_clip(clip: Path, n_frames: int, rates: list[float], bundle: Path | None, tmp: Path,
-             log=print) -> dict:
+             log=print, anchors: dict | None = None) -> dict:
     frames, faces, fps, bndl, track_s = track_clip(clip, n_frames, bundle)
     log(f"{clip.name}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]} @ {fps:g} fps, "
         f"tracked+reconstructed in {track_s:.0f}s ({len(frames) / track_s:.1f} frames/s)")
@@ -304,7 +304,9 @@ def run_clip(clip: Path, n_frames: int, rates: list[float], bundle: Path | None,
         info, dec = streamcap_point(frames, faces, fps, bndl, k, tmp)
         res["streamcap"].append({**info, **judge.score(dec)})
         log(f"  streamcap {k:g}k: " + _fmt(res["streamcap"][-1]))
-    for codec in ANCHOR_CODECS:
+    if anchors is not None:  # measured before on the same frames (--reuse-anchors)
+        res["anchors"] = anchors
+    for codec in ANCHOR_CODECS if anchors is None else ():
         for scale in SCALES:
             for div in FPS_DIVS:
                 name = f"{codec} 1/{scale} {'full' if div == 1 else 'half'} fps"
@@ -402,11 +404,15 @@ def plot(res: dict, out: Path) -> Path:
 
 
 def run(clips: list[Path], n_frames: int, rates: list[float], json_path: Path | None, bundle: Path | None,
-        plots: Path | None = None) -> list[dict]:
+        plots: Path | None = None, reuse: Path | None = None) -> list[dict]:
     results = []
+    old = {r["clip"]: r for r in json.loads(reuse.read_text())} if reuse else {}
     with tempfile.TemporaryDirectory() as td:
         for clip in clips:
-            res = run_clip(clip, n_frames, rates, bundle, Path(td))
+            prev = old.get(clip.name)
+            if prev is not None and prev["frames"] != min(n_frames, prev["frames"]):
+                prev = None
+            res = run_clip(clip, n_frames, rates, bundle, Path(td), anchors=prev["anchors"] if prev else None)
             results.append(res)
             if plots is not None:
                 print(f"  plot: {plot(res, plots / f'codec_rd_{clip.stem}.png')}")
@@ -426,8 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plots", type=Path, default=None, help="folder for one PNG per clip")
+    ap.add_argument("--reuse-anchors", type=Path, default=None,
+                    help="take the AV1/H.264 points of the same clips and frame count from this JSON")
     args = ap.parse_args(argv)
-    run(args.clips, args.frames, args.rates, args.json, args.bundle, args.plots)
+    run(args.clips, args.frames, args.rates, args.json, args.bundle, args.plots, args.reuse_anchors)
     return 0
 
 

@@ -290,3 +290,21 @@ def test_cli_decode_names_an_unknown_container_version(tmp_path):
     assert p.returncode == 2
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "version 3" in lines[0] and "Traceback" not in p.stderr
+
+
+def test_head_region_of_the_plate_moves_with_the_face(synth, small):
+    basis, faces = synth
+    _, emitted = encode_all(basis, small, faces, frames=40)
+    for warp in (True, False):
+        dec = FaceStreamDecoder2(basis, small, warp_plate=warp)
+        frames = [fr for e in emitted if (fr := dec.feed(e.data)) is not None]
+        plate = dec.background
+        assert frames[0].background is plate  # the face has not moved since the plate
+        later = frames[-1].background
+        if warp:
+            assert later is not plate and later.shape == plate.shape
+            assert np.abs(later.astype(int) - plate).max() > 0  # the head region moved ...
+            same = (later == plate).all(-1)
+            assert 0.05 < same.mean() < 0.95  # ... the background away from it did not
+        else:
+            assert later is plate
