@@ -135,7 +135,8 @@ class FaceStreamDecoder2:
     def _head_warp(self, faces: list[DecodedFace]) -> np.ndarray | None:
         """The plate with the region around each face (hair, ears, neck) moved as one piece
         with the face: a 2D similarity from the face's vertices when the plate was taken to
-        its vertices now, blended in through a feathered ellipse around the face. The rest of
+        its vertices now, blended in through a feathered ellipse around the face (faded in as
+        the head moves from 2% to 6% of its width away from where it was). The rest of
         the plate stays put. A new array per frame (the plate itself is not changed)."""
         bg = self.background
         if bg is None or not self.warp_plate or not self._plate_xy:
@@ -148,15 +149,21 @@ class FaceStreamDecoder2:
                 continue
             cur = f.vertices[::16, :2]
             m, _ = cv2.estimateAffinePartial2D(ref.astype(np.float32), cur.astype(np.float32), method=cv2.LMEDS)
-            if m is None or np.abs(m - np.float64([[1, 0, 0], [0, 1, 0]])).max() < 1e-3:
+            if m is None:
                 continue
             (x0, y0), (x1, y1) = cur.min(0), cur.max(0)
             fw, fh = max(x1 - x0, 2.0), max(y1 - y0, 2.0)
+            # how far the head moved since the plate, in face widths: below ~2% it is the
+            # geometry's own jitter, which would only shake the plate; the warp fades in above
+            moved = float(np.abs(ref @ m[:, :2].T + m[:, 2] - ref).max()) / fw
+            weight = float(np.clip((moved - 0.02) / 0.04, 0.0, 1.0))
+            if weight == 0.0:
+                continue
             mask = np.zeros((h, w), np.float32)
             cv2.ellipse(mask, (int((x0 + x1) / 2), int(y0 + 0.45 * fh)), (int(0.95 * fw), int(1.15 * fh)), 0, 0, 360,
                         1.0, -1)
             k = int(0.25 * fw) * 2 + 1
-            mask = cv2.GaussianBlur(mask, (k, k), 0)[..., None]
+            mask = cv2.GaussianBlur(mask, (k, k), 0)[..., None] * weight
             warped = cv2.warpAffine(bg, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             base = bg if out is None else out
             out = (base * (1 - mask) + warped * mask).astype(np.uint8)
