@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from streamcap import ratedistortion as rd
 
@@ -31,13 +30,10 @@ def run(clip: Path, frames_n: int, quality: float = 20) -> list[dict]:
     from streamcap_codecs.scap2 import ScapWriter2
 
     from streamcap.commands.codec import load_codec
-    from streamcap.commands.codec2 import decode_file
-    from streamcap.render import FaceRenderer
 
     frames, faces, fps, bundle, _ = rd.track_clip(clip, frames_n, None)
     judge = rd.Judge(frames)
     basis = load_codec(bundle)
-    h, w = frames[0].shape[:2]
     out = []
     with tempfile.TemporaryDirectory() as td:
         for side, tfps, crf, step in SWEEP:
@@ -51,14 +47,7 @@ def run(clip: Path, frames_n: int, quality: float = 20) -> list[dict]:
                         wr.write(e.data, e.seq, e.key)
             enc.close()
             enc_fps = len(frames) / (time.perf_counter() - t0)
-            dec: list[np.ndarray] = []
-            with FaceRenderer(w, h, bundle.layout) as r:
-                def emit(fr, repeats: int) -> None:
-                    bg = fr.background if fr.background is not None else np.zeros((h, w, 3), np.uint8)
-                    img = r.render(bg, [(f.posmap, f.texture) for f in fr.faces if f.posmap.size])
-                    dec.extend([img] * repeats)
-                decode_file(path, basis, bundle.layout, emit)
-            dec = (dec + [dec[-1]] * len(frames))[: len(frames)]
+            dec = rd.render_scap(path, basis, bundle.layout, len(frames), frames[0].shape[:2])
             secs = len(frames) / fps
             row = {"texture_size": side, "texture_fps": tfps, "crf": crf, "frame_step": step,
                    "kbps": path.stat().st_size * 8 / 1000 / secs,

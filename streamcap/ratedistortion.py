@@ -222,14 +222,29 @@ def track_clip(clip: Path, n: int, bundle_path: Path | None, threads: int = 2):
     return frames, faces, fps, bundle, time.perf_counter() - t0
 
 
+def render_scap(path: Path, basis, layout, n: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """Decode a .scap v2 file and render it over its plate -> exactly ``n`` frames of ``size``
+    (h, w), one per source frame (repeated where the stream skipped frames, padded at the end)."""
+    from .commands.codec2 import decode_file
+    from .render import FaceRenderer
+
+    h, w = size
+    out: list[np.ndarray] = []
+    with FaceRenderer(w, h, layout) as r:
+        def emit(fr, repeats: int) -> None:
+            bg = fr.background if fr.background is not None else np.zeros((h, w, 3), np.uint8)
+            img = r.render(bg, [(f.posmap, f.texture) for f in fr.faces if f.posmap.size])
+            out.extend([img] * repeats)
+        decode_file(path, basis, layout, emit)
+    return (out + [out[-1]] * n)[:n]
+
+
 def streamcap_point(frames, faces, fps, bundle, kbps: float, tmp: Path) -> tuple[dict, list[np.ndarray]]:
     """Encode the cached geometry/texture at ``kbps`` to a .scap v2 file, decode and render it."""
     from streamcap_codecs.encoder2 import FaceStreamEncoder2
     from streamcap_codecs.scap2 import ScapWriter2
 
     from .commands.codec import load_codec
-    from .commands.codec2 import decode_file
-    from .render import FaceRenderer
 
     basis = load_codec(bundle)
     cfg = streamcap_config(kbps, fps)
@@ -242,19 +257,9 @@ def streamcap_point(frames, faces, fps, bundle, kbps: float, tmp: Path) -> tuple
                 w.write(e.data, e.seq, e.key)
     enc.close()
     enc_s = time.perf_counter() - t0
-    h, wd = frames[0].shape[:2]
-    out: list[np.ndarray] = []
     t0 = time.perf_counter()
-    with FaceRenderer(wd, h, bundle.layout) as r:
-        def emit(fr, repeats: int) -> None:
-            bg = fr.background if fr.background is not None else np.zeros((h, wd, 3), np.uint8)
-            img = r.render(bg, [(f.posmap, f.texture) for f in fr.faces if f.posmap.size])
-            out.extend([img] * repeats)
-        decode_file(path, basis, bundle.layout, emit)
+    out = render_scap(path, basis, bundle.layout, len(frames), frames[0].shape[:2])
     dec_s = time.perf_counter() - t0
-    out = out[: len(frames)]
-    while len(out) < len(frames):
-        out.append(out[-1])
     secs = len(frames) / fps
     st = enc.stats
     info = {"target_kbps": kbps, "kbps": path.stat().st_size * 8 / 1000 / secs, "wire_kbps": st.total * 8 / 1000 / secs,
