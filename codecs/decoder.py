@@ -113,7 +113,7 @@ class FaceStreamDecoder:
                  min_restart_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         """``min_restart_s`` > 0: a StreamHeader that would reset the state (sender restart or
         new stream parameters) sooner than this after the last reset is rejected, so forged
-        headers cannot keep a live receiver from ever rendering (FORMAT.md §9)."""
+        headers cannot keep a live receiver from ever rendering (FORMAT.md §11)."""
         check_layout(basis, layout, ValueError)
         self.min_restart_s, self._clock = min_restart_s, clock
         self._last_reset: float | None = None

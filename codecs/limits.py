@@ -1,4 +1,4 @@
-"""Every size and rate limit of the face stream, in one place (FORMAT.md §9 lists them).
+"""Every size and rate limit of the face stream, in one place (FORMAT.md §11 lists them).
 
 A reader checks each limit *before* it allocates a buffer, inflates a payload or decodes an
 image, so a forged size costs nothing. A new packet format extends this table rather than

@@ -38,3 +38,11 @@ def layout():
     from streamcap.bundle import default_layout
 
     return default_layout()
+
+
+@pytest.fixture(scope="module")
+def small(layout):
+    """Every 4th UV pixel of the shipped layout: a fast layout for the codec tests."""
+    from codec_synth import small_layout
+
+    return small_layout(layout, 4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from codec_synth import face_sequence, small_layout, synthetic_basis, texture
+from codec_synth import face_sequence, synthetic_basis, texture
 from streamcap_codecs import (
     ALL_FACES,
     FaceDelta,
@@ -25,11 +25,6 @@ from streamcap.errors import CodecError
 
 N = 300
 FPS = 30.0
-
-
-@pytest.fixture(scope="module")
-def small(layout):
-    return small_layout(layout, 4)
 
 
 @pytest.fixture(scope="module")
@@ -295,8 +290,7 @@ def test_real_layout_few_frames_with_background(layout):
         assert np.median(diff) < 20
 
 
-def test_residual_carries_what_the_basis_misses(layout):
-    small = small_layout(layout, 4)
+def test_residual_carries_what_the_basis_misses(small):
     basis, fields = synthetic_basis(small, rank=8, k=4)  # 4 components for 8 fields: a big residual
     seq = face_sequence(small, fields, 10, seed=5, size=1.0)
     errs = {}

@@ -25,10 +25,37 @@ def encoded(shared_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("rt")
     scap = d / "clip.scap"
     p = streamcap("encode", str(shared_data / "videos" / "lp_d19.mp4"), "-o", str(scap), "--max-frames", str(N),
-                  "--threads", "2")
+                  "--threads", "2", "--format", "1")
     assert p.returncode == 0, p.stderr
     assert "15 frames, 15 faces" in p.stdout
     return scap
+
+
+N2 = 75  # two .scap v2 chunks (2 s each at 30 fps)
+
+
+@pytest.fixture(scope="module")
+def encoded_v2(shared_data, tmp_path_factory):
+    scap = tmp_path_factory.mktemp("rt2") / "clip.scap"
+    p = streamcap("encode", str(shared_data / "videos" / "lp_d19.mp4"), "-o", str(scap), "--max-frames", str(N2),
+                  "--threads", "2", "--kbps", "8")
+    assert p.returncode == 0, p.stderr
+    assert f"{N2} frames" in p.stdout and "kbit/s by kind: geometry" in p.stdout
+    assert scap.read_bytes()[4:6] == b"\x02\x00"
+    return scap
+
+
+def test_v2_roundtrip_keeps_every_frame_and_a_cut_loses_only_the_last_chunk(encoded_v2, tmp_path):
+    out = tmp_path / "re.mp4"
+    p = streamcap("decode", str(encoded_v2), "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    assert frame_count(out) == N2
+    cut = tmp_path / "cut.scap"
+    cut.write_bytes(encoded_v2.read_bytes()[:-40])  # trailer, index and the end of the last chunk
+    p = streamcap("decode", str(cut), "-o", str(tmp_path / "cut.mp4"))
+    assert p.returncode == 0, p.stderr
+    assert "truncated" in p.stdout
+    assert frame_count(tmp_path / "cut.mp4") == 60
 
 
 def test_roundtrip_keeps_every_frame(encoded, tmp_path):

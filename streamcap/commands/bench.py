@@ -66,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
               f"{args.frames} frames")
         print(format_profile(runs, mp))
     if args.what in ("codec", "all"):
+        from ..ratedistortion import RATES
         from ..ratedistortion import run as rate_distortion
 
         rd_json = args.json.with_name(args.json.stem + "_codec.json") if args.json else None
-        rate_distortion(clip, args.frames, [20, 50, 80], rd_json, args.bundle)
+        rate_distortion([clip], args.frames, list(RATES), rd_json, args.bundle,
+                        plots=args.json.parent if args.json else None)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1))

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ..errors import BundleError, CodecError, InputError
+from ..errors import BundleError, CodecError, InputError, InputNotFound
 from .common import GracefulStop, check_number, check_writable
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def load_codec(bundle):
 
 
 def make_encoder(basis, bundle, args, fps: float, repeat_header: bool = False):
-    """The face-stream encoder for the codec flags in ``args``."""
+    """The v1 face-stream encoder for the codec flags in ``args``."""
     from streamcap_codecs.encoder import FaceStreamEncoder
 
     return FaceStreamEncoder(basis, bundle.layout, quality=args.quality, kbps=args.kbps,
@@ -40,10 +40,9 @@ def make_encoder(basis, bundle, args, fps: float, repeat_header: bool = False):
                              repeat_header=repeat_header)
 
 
-def run_encode(args: argparse.Namespace) -> int:
-    from streamcap_codecs.container import ScapWriter
-    from tqdm import tqdm
-
+def open_encode(args: argparse.Namespace):
+    """What ``encode`` needs, from its flags, checked before any work: (bundle, codec basis, video
+    source, output path, capture -> track -> generator pipeline)."""
     from ..bundle import load_bundle
     from ..capture import VideoSource
     from ..pipeline import FacePipeline
@@ -58,7 +57,23 @@ def run_encode(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     basis = load_codec(bundle)
     src = VideoSource(args.input)
-    pipe = FacePipeline.create(bundle, args.backend, args.threads, args.detector, args.landmarks)
+    try:
+        pipe = FacePipeline.create(bundle, args.backend, args.threads, args.detector, args.landmarks)
+    except BaseException:
+        src.close()
+        raise
+    return bundle, basis, src, out, pipe
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    if getattr(args, "format", 1) == 2:
+        from .codec2 import run_encode2
+
+        return run_encode2(args)
+    from streamcap_codecs.container import ScapWriter
+    from tqdm import tqdm
+
+    bundle, basis, src, out, pipe = open_encode(args)
     # the header goes out again before every keyframe: one damaged header record in the file
     # does not make the rest undecodable
     enc = make_encoder(basis, bundle, args, src.fps, repeat_header=True)
@@ -96,6 +111,17 @@ def run_encode(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
+    from streamcap_codecs.scap2 import file_version
+
+    if not args.input.is_file():
+        raise InputNotFound(f"{args.input}: no such file")
+    version = file_version(args.input)
+    if version == 2:
+        from .codec2 import run_decode2
+
+        return run_decode2(args)
+    if version != 1:
+        raise CodecError(f"{args.input}: .scap container version {version}; this streamcap reads versions 1 and 2")
     from streamcap_codecs.container import ScapReader
     from streamcap_codecs.decoder import FaceStreamDecoder
 
