@@ -108,10 +108,15 @@ def train_val_datasets(data: Path, spec: ModelSpec, seed: int,
     common = {"mean": spec.mean, "std": spec.std, "output_scale": spec.output_scale}
     if is_corpus(data):
         layout = default_layout()
-        return corpus_datasets(data, spec.input_size, layout.face_ind, layout.size, seed,
-                               fused=Path(fused) if fused else None, kpt_vertex=layout.kpt_vertex, **common)
+        try:
+            return corpus_datasets(data, spec.input_size, layout.face_ind, layout.size, seed,
+                                   fused=Path(fused) if fused else None, kpt_vertex=layout.kpt_vertex, **common)
+        except (FileNotFoundError, ValueError) as e:  # missing or stale side-cars: one line, exit 2
+            print(f"train: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     if fused:
-        raise ValueError(f"--fused needs a label_corpus.py cache, not {data}")
+        print(f"train: --fused needs a label_corpus.py cache, not {data}", file=sys.stderr)
+        raise SystemExit(2)
     meta = cache_meta(data)
     ds = PosmapDataset(load_cache(data, "train"), spec.input_size, meta["context"], train=True, seed=seed, **common)
     vds = PosmapDataset(load_cache(data, "val"), spec.input_size, meta["context"], train=False, **common)
