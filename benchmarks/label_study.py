@@ -33,6 +33,9 @@ from seven sources against dlib's: Pearson correlation and amplitude ratio std(l
 std(dlib). Mouth opening = mean of the three inner-lip gaps (61-67, 62-66, 63-65) / the outer
 eye-corner distance (36-45); eye opening = mean over both eyes of the two lid gaps / the eye's
 width (the eye aspect ratio). Only faces that every candidate and dlib labelled are compared.
+
+``corpus`` re-measures the fused side-cars of the whole corpus (``trainer/data/fuse_corpus.py``)
+the same way, on the stored crops: ``label_study.py corpus --corpus DIR --fused DIR --json FILE``.
 """
 
 from __future__ import annotations
