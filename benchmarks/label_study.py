@@ -56,10 +56,11 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainer.data.teacher_mediapipe import REG_CLIPS  # noqa: E402  (numpy and cv2 only: both venvs)
+
 CLIPS = ("lia_vox1", "vr_1", "pexels_wolfgang", "lp_d19", "iplap_129", "r3d_may", "dagan_driving")
 MAX_FRAMES = 150
 TUNE_CLIP = "lp_d10"  # a training clip, for the fusion's one constant (never a measured clip)
-REG_CLIPS = ("lp_d10", "lp_d14", "lp_d6", "lp_d9", "lp_d3")  # as build_dataset.py
 REG_EVERY = 25
 FACES_PER_SOURCE = 60
 PAD = 3  # photos are padded by 1/PAD of their size on every side before detection
@@ -174,7 +175,8 @@ class Candidates:
         from streamcap.bundle import default_layout
         from trainer.data.build_dataset import Dlib68
         from trainer.data.label_corpus import Detector
-        from trainer.data.labeller import DenseLabeller, register
+        from trainer.data.fuse_corpus import study_registration
+        from trainer.data.labeller import DenseLabeller
         from trainer.data.label_fusion import Fuser
         from trainer.data.teacher_3ddfa import Teacher3DDFA, UVBridge
 
@@ -183,19 +185,7 @@ class Candidates:
         self.dlib = Dlib68()
         self.layout = default_layout()
         self.prior = prior
-        pts, marks = [], []
-        for clip in REG_CLIPS:
-            z = np.load(out / f"mp_{clip}.npz")
-            want = {int(f): k for k, f in enumerate(z["frames"]) if z["valid"][k, 0]}
-            for i, bgr in clip_frames(data / "videos" / f"{clip}.mp4", max(want) + 1 if want else 0):
-                if i in want:
-                    p = z["points"][want[i], 0]
-                    d = self.dlib.near(bgr, box_of(p))
-                    if d is not None:
-                        pts.append(p)
-                        marks.append(d)
-        self.n_reg = len(pts)
-        self.reg = register(self.layout, np.asarray(pts), np.asarray(marks))
+        self.reg, self.n_reg = study_registration(data, out, self.layout, self.dlib)
         self.dense = DenseLabeller(self.layout, self.reg)
         mean, basis = UVBridge.from_files(data / "teacher_3ddfa_v2", self.layout.face_ind,
                                           self.layout.size).basis(self.teacher)

@@ -205,7 +205,7 @@ def test_corpus_labels_rebuild_the_teachers_own_landmarks(small_corpus, layout):
     assert abs(recs[0]["yaw"] + recs[1]["yaw"]) < 5.0
 
 
-def test_fused_side_cars_reach_the_uv_map(small_corpus, shared_data, layout, tmp_path):
+def test_fused_side_cars_reach_the_uv_map(small_corpus, shared_data, layout, tmp_path, capsys):
     """fuse_corpus.py end to end on the three photos, with dlib's 68 points on each stored crop
     standing in for FaceMesh's registered ones: the UV map the dataset rebuilds with ``fused``
     puts its eye and mouth landmark pixels on dlib's points in every region the fusion took
@@ -269,3 +269,13 @@ def test_fused_side_cars_reach_the_uv_map(small_corpus, shared_data, layout, tmp
     (fused / "fused__a.npz").rename(fused / "other.npz")
     with pytest.raises(FileNotFoundError, match="fuse_corpus"):
         corpus_datasets(out, 160, layout.face_ind, layout.size, fused=fused, **kw)
+    # and train.py says so in one line, exit 2
+    from streamcap.bundle import ModelSpec
+    from trainer.train import train_val_datasets
+
+    capsys.readouterr()  # the fusion's progress bar
+    with pytest.raises(SystemExit) as exit_:
+        train_val_datasets(out, ModelSpec(arch="light", input_size=160), 0, str(fused))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train: no fused side-car") and "\n" not in err

@@ -39,13 +39,14 @@ if __package__ in (None, ""):
 from trainer.data.label_fusion import REGIONS, Fuser
 from trainer.data.labeller import Registration, register
 from trainer.data.mediapipe_corpus import corpus_shards
+from trainer.data.teacher_mediapipe import REG_CLIPS
 
-REG_CLIPS = ("lp_d10", "lp_d14", "lp_d6", "lp_d9", "lp_d3")  # the study's (as build_dataset.py)
 
 
-def study_registration(data: Path, study: Path, layout, dlib=None) -> Registration:
+def study_registration(data: Path, study: Path, layout, dlib=None) -> tuple[Registration, int]:
     """The label study's registration: FaceMesh's points (``study/mp_<clip>.npz``, static, every
-    25th frame) against dlib's 68 on the same frames of the five registration clips."""
+    25th frame) against dlib's 68 on the same frames of the five registration clips; and the
+    number of frames it used."""
     if dlib is None:
         from trainer.data.build_dataset import Dlib68
 
@@ -68,7 +69,7 @@ def study_registration(data: Path, study: Path, layout, dlib=None) -> Registrati
                     marks.append(d)
             i += 1
         cap.release()
-    return register(layout, np.asarray(pts), np.asarray(marks))
+    return register(layout, np.asarray(pts), np.asarray(marks)), len(pts)
 
 
 def fuse_shard(fuser: Fuser, labels: np.ndarray, points: np.ndarray, found: np.ndarray, teacher68: np.ndarray,
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     layout = default_layout()
     reg_path = args.out / "registration.npz"
     if not reg_path.exists():
-        reg = study_registration(args.data, args.study, layout)
+        reg, _ = study_registration(args.data, args.study, layout)
         reg.save(args.out / "registration.tmp.npz")
         (args.out / "registration.tmp.npz").rename(reg_path)
     teacher68 = Registration.load(reg_path).teacher68
