@@ -256,12 +256,8 @@ def measure_photos(c: Candidates, data: Path, out: Path) -> dict:
         if ref is None:
             continue
         cover["dlib_frontal"] += 1
-        norm = float(np.sqrt(np.prod(np.ptp(ref, 0))))
+        add_nme68(d68, labs, ref)
         for n in NAMES:
-            e = np.linalg.norm(labs[n][:, :2] - ref, axis=1) / norm
-            d68[n]["all"].append(float(e.mean()))
-            for r, idx in REGION_68.items():
-                d68[n][r].append(float(e[idx].mean()))
             mouth[n].append(mouth_open(labs[n]))
             eyes[n].append(eye_open(labs[n]))
         mouth["dlib"].append(mouth_open(ref))
@@ -274,6 +270,16 @@ def measure_photos(c: Candidates, data: Path, out: Path) -> dict:
            "n_dlib": len(d68["3ddfa"]["all"]),
            "photo_mouth": opening_stats(mouth), "photo_eyes": opening_stats(eyes)}
     return res
+
+
+def add_nme68(d68: dict[str, dict[str, list]], labs: dict[str, np.ndarray], ref: np.ndarray) -> None:
+    """Append each candidate's 68-point NME vs dlib's ``ref`` (by dlib's box), overall and per region."""
+    norm = float(np.sqrt(np.prod(np.ptp(ref, 0))))
+    for n, per in d68.items():
+        e = np.linalg.norm(labs[n][:, :2] - ref, axis=1) / norm
+        per["all"].append(float(e.mean()))
+        for r, idx in REGION_68.items():
+            per[r].append(float(e[idx].mean()))
 
 
 def opening_stats(series: dict[str, list[float]]) -> dict[str, dict]:
@@ -460,12 +466,7 @@ def stage_corpus(corpus: Path, fused: Path, js: Path | None, max_photos: int) ->
         for _, yaw, labs, ref in rows(shard, "val"):
             if abs(yaw) >= 30 or len(d68["3ddfa"]["all"]) >= max_photos:
                 continue
-            norm = float(np.sqrt(np.prod(np.ptp(ref, 0))))
-            for n in names:
-                e = np.linalg.norm(labs[n][:, :2] - ref, axis=1) / norm
-                d68[n]["all"].append(float(e.mean()))
-                for r, idx in REGION_68.items():
-                    d68[n][r].append(float(e[idx].mean()))
+            add_nme68(d68, labs, ref)
     res["photos"] = {"n": len(d68["3ddfa"]["all"]),
                      "dlib_nme68": {n: {r: float(np.mean(v)) for r, v in d.items()} for n, d in d68.items()}}
     for key in ("clips", "clips_first150"):
