@@ -234,9 +234,12 @@ class CorpusDataset(PosmapDataset):
         self.jpeg, self.offsets, self.labels = data["jpeg"], data["offsets"], data["label"]
         self.yaw = data["yaw"]
         self.lm_offsets = data.get("lm_offsets")
-        if self.lm_offsets is not None and spread is None:
-            raise ValueError("fused labels need the spread operator")
-        self.spread = None if spread is None else np.asarray(spread, np.float32)
+        if self.lm_offsets is not None:
+            if spread is None:
+                raise ValueError("fused labels need the spread operator")
+            # only the landmarks some row moves (the eyes and lips) take part: half the product
+            self.moved = np.flatnonzero(np.any(self.lm_offsets != 0, axis=(0, 2)))
+            self.spread = torch.from_numpy(np.ascontiguousarray(np.asarray(spread, np.float32)[:, self.moved]))
         self.umean = basis["mean"].astype(np.float32)
         self.ubasis = basis["basis"].astype(np.float32)
         self.face_ind = np.asarray(face_ind, np.int64)
@@ -262,8 +265,8 @@ class CorpusDataset(PosmapDataset):
         verts = (self.umean + self.ubasis @ lab[12:62]) @ lab[:9].reshape(3, 3).T + lab[9:12]
         if self.lm_offsets is not None:
             off = self.lm_offsets[idx]
-            if off.any():
-                verts += self.spread @ off
+            if off.any():  # through torch: one thread in DataLoader workers (numpy's BLAS would fan out)
+                verts += (self.spread @ torch.from_numpy(off[self.moved])).numpy()
         pm = np.zeros((self.uv_size * self.uv_size, 3), np.float32)
         pm[self.face_ind] = verts
         return pm.reshape(self.uv_size, self.uv_size, 3)
