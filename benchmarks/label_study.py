@@ -33,6 +33,9 @@ from seven sources against dlib's: Pearson correlation and amplitude ratio std(l
 std(dlib). Mouth opening = mean of the three inner-lip gaps (61-67, 62-66, 63-65) / the outer
 eye-corner distance (36-45); eye opening = mean over both eyes of the two lid gaps / the eye's
 width (the eye aspect ratio). Only faces that every candidate and dlib labelled are compared.
+
+``corpus`` re-measures the fused side-cars of the whole corpus (``trainer/data/fuse_corpus.py``)
+the same way, on the stored crops: ``label_study.py corpus --corpus DIR --fused DIR --json FILE``.
 """
 
 from __future__ import annotations
@@ -53,10 +56,11 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainer.data.teacher_mediapipe import REG_CLIPS  # noqa: E402  (numpy and cv2 only: both venvs)
+
 CLIPS = ("lia_vox1", "vr_1", "pexels_wolfgang", "lp_d19", "iplap_129", "r3d_may", "dagan_driving")
 MAX_FRAMES = 150
 TUNE_CLIP = "lp_d10"  # a training clip, for the fusion's one constant (never a measured clip)
-REG_CLIPS = ("lp_d10", "lp_d14", "lp_d6", "lp_d9", "lp_d3")  # as build_dataset.py
 REG_EVERY = 25
 FACES_PER_SOURCE = 60
 PAD = 3  # photos are padded by 1/PAD of their size on every side before detection
@@ -171,7 +175,8 @@ class Candidates:
         from streamcap.bundle import default_layout
         from trainer.data.build_dataset import Dlib68
         from trainer.data.label_corpus import Detector
-        from trainer.data.labeller import DenseLabeller, register
+        from trainer.data.fuse_corpus import study_registration
+        from trainer.data.labeller import DenseLabeller
         from trainer.data.label_fusion import Fuser
         from trainer.data.teacher_3ddfa import Teacher3DDFA, UVBridge
 
@@ -180,19 +185,7 @@ class Candidates:
         self.dlib = Dlib68()
         self.layout = default_layout()
         self.prior = prior
-        pts, marks = [], []
-        for clip in REG_CLIPS:
-            z = np.load(out / f"mp_{clip}.npz")
-            want = {int(f): k for k, f in enumerate(z["frames"]) if z["valid"][k, 0]}
-            for i, bgr in clip_frames(data / "videos" / f"{clip}.mp4", max(want) + 1 if want else 0):
-                if i in want:
-                    p = z["points"][want[i], 0]
-                    d = self.dlib.near(bgr, box_of(p))
-                    if d is not None:
-                        pts.append(p)
-                        marks.append(d)
-        self.n_reg = len(pts)
-        self.reg = register(self.layout, np.asarray(pts), np.asarray(marks))
+        self.reg, self.n_reg = study_registration(data, out, self.layout, self.dlib)
         self.dense = DenseLabeller(self.layout, self.reg)
         mean, basis = UVBridge.from_files(data / "teacher_3ddfa_v2", self.layout.face_ind,
                                           self.layout.size).basis(self.teacher)
@@ -263,12 +256,8 @@ def measure_photos(c: Candidates, data: Path, out: Path) -> dict:
         if ref is None:
             continue
         cover["dlib_frontal"] += 1
-        norm = float(np.sqrt(np.prod(np.ptp(ref, 0))))
+        add_nme68(d68, labs, ref)
         for n in NAMES:
-            e = np.linalg.norm(labs[n][:, :2] - ref, axis=1) / norm
-            d68[n]["all"].append(float(e.mean()))
-            for r, idx in REGION_68.items():
-                d68[n][r].append(float(e[idx].mean()))
             mouth[n].append(mouth_open(labs[n]))
             eyes[n].append(eye_open(labs[n]))
         mouth["dlib"].append(mouth_open(ref))
@@ -281,6 +270,16 @@ def measure_photos(c: Candidates, data: Path, out: Path) -> dict:
            "n_dlib": len(d68["3ddfa"]["all"]),
            "photo_mouth": opening_stats(mouth), "photo_eyes": opening_stats(eyes)}
     return res
+
+
+def add_nme68(d68: dict[str, dict[str, list]], labs: dict[str, np.ndarray], ref: np.ndarray) -> None:
+    """Append each candidate's 68-point NME vs dlib's ``ref`` (by dlib's box), overall and per region."""
+    norm = float(np.sqrt(np.prod(np.ptp(ref, 0))))
+    for n, per in d68.items():
+        e = np.linalg.norm(labs[n][:, :2] - ref, axis=1) / norm
+        per["all"].append(float(e.mean()))
+        for r, idx in REGION_68.items():
+            per[r].append(float(e[idx].mean()))
 
 
 def opening_stats(series: dict[str, list[float]]) -> dict[str, dict]:
@@ -412,15 +411,94 @@ def stage_measure(data: Path, out: Path, prior: float, js: Path | None, clips: t
         js.write_text(json.dumps(res, indent=1))
 
 
+# --- the fused corpus side-cars, re-measured (trainer/data/fuse_corpus.py) ---------------------
+
+
+def stage_corpus(corpus: Path, fused: Path, js: Path | None, max_photos: int) -> dict:
+    """The corpus's stored labels against dlib on the stored crops (unmirrored rows): mouth and
+    eye opening over the study's clips (all their labelled frames, stride 3, and the first 150
+    frames alone) and 68-point NME on held-out near-frontal photos. Candidates: ``3ddfa`` (the
+    teacher's 68 points as stored), ``fusion`` (the fused 62 numbers alone, at the layout's 68),
+    ``fusion_dense`` (plus the spread offsets: what training reads) and ``mediapipe_raw``."""
+    from streamcap.bundle import default_layout
+    from trainer.data.build_dataset import Dlib68
+    from trainer.data.dataset import spread_operator
+
+    layout, dlib = default_layout(), Dlib68()
+    k = layout.kpt_vertex
+    with np.load(corpus / "uv_basis.npz") as z:
+        mean, basis = z["mean"], z["basis"]
+    spread = spread_operator(mean, k)[k]  # (68, 68): offsets -> the layout's landmark vertices
+    names = ("3ddfa", "fusion", "fusion_dense", "mediapipe_raw")
+
+    def rows(shard: str, split: str | None):
+        with np.load(corpus / "shards" / f"{shard}.npz") as z, np.load(fused / f"fused__{shard}.npz") as f:
+            blob, off = z["jpeg"], z["offsets"]
+            keep = (~z["flip"]) & f["found"]
+            if split:
+                keep &= z["split"] == split
+            for i in np.flatnonzero(keep):
+                lab = f["label"][i]
+                v = (mean[k] + basis[k] @ lab[12:]) @ lab[:9].reshape(3, 3).T + lab[9:12]
+                labs = {"3ddfa": z["lm68"][i], "fusion": v, "fusion_dense": v + spread @ f["offsets"][i],
+                        "mediapipe_raw": f["mp68"][i]}
+                crop = cv2.imdecode(blob[off[i]:off[i + 1]], cv2.IMREAD_COLOR)
+                ref = dlib.near(crop, box_of(z["lm68"][i]))
+                if ref is not None:
+                    yield int(z["frame"][i]), float(z["yaw"][i]), labs, ref
+
+    res: dict = {"clips": {}, "clips_first150": {}}
+    for clip in CLIPS:
+        series = []
+        for frame, _, labs, ref in rows(f"clip_{clip}", None):
+            series.append((frame, {n: (mouth_open(labs[n]), eye_open(labs[n])) for n in names},
+                           (mouth_open(ref), eye_open(ref))))
+        for key, sel in (("clips", series), ("clips_first150", [s for s in series if s[0] < MAX_FRAMES])):
+            out = {"compared": len(sel)}
+            for w, what in enumerate(("mouth", "eyes")):
+                st = {n: [s[1][n][w] for s in sel] for n in names}
+                st["dlib"] = [s[2][w] for s in sel]
+                out[what] = opening_stats(st)
+            res[key][clip] = out
+        print(clip, len(series), {n: round(res["clips"][clip]["mouth"][n]["corr"], 2) for n in names}, flush=True)
+    d68 = {n: {r: [] for r in ("all", *REGION_68)} for n in names}
+    for shard in sorted(p.stem for p in (corpus / "shards").glob("faces_*.npz")):
+        for _, yaw, labs, ref in rows(shard, "val"):
+            if abs(yaw) >= 30 or len(d68["3ddfa"]["all"]) >= max_photos:
+                continue
+            add_nme68(d68, labs, ref)
+    res["photos"] = {"n": len(d68["3ddfa"]["all"]),
+                     "dlib_nme68": {n: {r: float(np.mean(v)) for r, v in d.items()} for n, d in d68.items()}}
+    for key in ("clips", "clips_first150"):
+        for what in ("mouth", "eyes"):
+            med = {n: [float(np.median([c[what][n][m] for c in res[key].values()])) for m in ("corr", "amp")]
+                   for n in names}
+            res[f"{key}_median_{what}"] = med
+            print(key, what, "corr / amp (median):", {n: f"{v[0]:.2f} / {v[1]:.2f}" for n, v in med.items()})
+    print(f"photos ({res['photos']['n']}): 68-pt NME vs dlib",
+          {n: f"{v['all'] * 100:.2f}% (eyes {v['eyes'] * 100:.2f} / mouth {v['mouth'] * 100:.2f})"
+           for n, v in res["photos"]["dlib_nme68"].items()})
+    if js:
+        js.parent.mkdir(parents=True, exist_ok=True)
+        js.write_text(json.dumps(res, indent=1))
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=("mediapipe", "tune", "measure", "report"))
+    ap.add_argument("stage", choices=("mediapipe", "tune", "measure", "report", "corpus"))
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("-o", "--out", type=Path, default=Path(".cache/label_study"))
     ap.add_argument("--prior", type=float, default=1e-2, help="fusion's ridge toward 3DDFA_V2's expression")
     ap.add_argument("--clips", default=",".join(CLIPS))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--corpus", type=Path, default=Path("/work/cache/corpus"), help="corpus stage: the labelled corpus")
+    ap.add_argument("--fused", type=Path, default=Path("/work/cache/corpus_fused"), help="corpus stage: side-cars")
+    ap.add_argument("--max-photos", type=int, default=600)
     args = ap.parse_args(argv)
+    if args.stage == "corpus":
+        stage_corpus(args.corpus, args.fused, args.json, args.max_photos)
+        return 0
     if args.stage == "mediapipe":
         stage_mediapipe(args.data, args.out)
         return 0

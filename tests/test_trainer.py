@@ -162,22 +162,30 @@ def test_sigterm_to_the_process_group_saves_a_resumable_checkpoint(tmp_path, lay
     assert ck["step"] >= 2
 
 
-def test_corpus_labels_rebuild_the_teachers_own_landmarks(tmp_path, shared_data, layout):
-    """label_corpus.py end to end on three photos: the UV map the dataset rebuilds from the stored
-    62 numbers puts its 68 landmark pixels where the teacher put its landmarks (both come from
-    one fit, through two routes: the UV basis and the BFM keypoint rows), on the augmented sample too."""
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory, shared_data):
+    """label_corpus.py on three photos (each also mirrored): (cache folder, the six records)."""
     from trainer.data import label_corpus as lc
-    from trainer.data.dataset import corpus_datasets, is_corpus
 
-    out = tmp_path / "corpus"
+    out = tmp_path_factory.mktemp("corpus")
     photos = ["images/lp_s0.jpg", "images/tddfa_emma.jpg", "images/d3dfr/000002.jpg"]
     lab = lc.Labeller(shared_data)
     recs = lc.label_photos(lab, shared_data, photos, type("Bar", (), {"update": lambda self, n: None})())
-    assert len(recs) == 6 and sorted(r["flip"] for r in recs) == [False, False, False, True, True, True]
     (out / "shards").mkdir(parents=True)
     np.savez(out / "shards" / "a.npz", **lc.pack([dict(r) for r in recs]))
     np.savez(out / "uv_basis.npz", mean=lab.mean, basis=lab.basis)
     (out / "meta.json").write_text(json.dumps({"crop_size": lc.CROP, "context": lc.CONTEXT, "label": "3ddfa_v2"}))
+    return out, recs
+
+
+def test_corpus_labels_rebuild_the_teachers_own_landmarks(small_corpus, layout):
+    """label_corpus.py end to end on three photos: the UV map the dataset rebuilds from the stored
+    62 numbers puts its 68 landmark pixels where the teacher put its landmarks (both come from
+    one fit, through two routes: the UV basis and the BFM keypoint rows), on the augmented sample too."""
+    from trainer.data.dataset import corpus_datasets, is_corpus
+
+    out, recs = small_corpus
+    assert len(recs) == 6 and sorted(r["flip"] for r in recs) == [False, False, False, True, True, True]
     assert is_corpus(out)
     ds, vds, _ = corpus_datasets(out, 160, layout.face_ind, layout.size, seed=0)
     assert len(ds) == 4 and len(vds) == 2  # the d3dfr photo and its mirror are held out
@@ -195,3 +203,79 @@ def test_corpus_labels_rebuild_the_teachers_own_landmarks(tmp_path, shared_data,
             assert (lm[:, :2] > 0).all() and (lm[:, :2] < 160).all()
     # the teacher's fit of the mirrored photo turns the other way
     assert abs(recs[0]["yaw"] + recs[1]["yaw"]) < 5.0
+
+
+def test_fused_side_cars_reach_the_uv_map(small_corpus, shared_data, layout, tmp_path, capsys):
+    """fuse_corpus.py end to end on the three photos, with dlib's 68 points on each stored crop
+    standing in for FaceMesh's registered ones: the UV map the dataset rebuilds with ``fused``
+    puts its eye and mouth landmark pixels on dlib's points in every region the fusion took
+    (the expression alone does not get there), row by row (a row's offsets on another row miss),
+    and the augmented target moves with the image."""
+    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("dlib")
+    from trainer.data import fuse_corpus
+    from trainer.data.build_dataset import Dlib68
+    from trainer.data.dataset import corpus_datasets
+    from trainer.data.label_fusion import REGIONS
+    from trainer.data.labeller import Registration
+
+    out, recs = small_corpus
+    fused = tmp_path / "fused"
+    fused.mkdir()
+    dlib = Dlib68()
+    points = np.zeros((len(recs), 468, 3), np.float16)
+    found = np.zeros(len(recs), bool)
+    for i, r in enumerate(recs):
+        crop = cv2.imdecode(r["jpeg"], cv2.IMREAD_COLOR)
+        d = dlib.near(crop, np.r_[r["lm68"][:, :2].min(0), r["lm68"][:, :2].max(0)])
+        if d is not None:
+            points[i, :68] = np.c_[d, r["lm68"][:, 2]]
+            found[i] = True
+    assert found.sum() >= 4
+    np.savez(fused / "mp__a.npz", points=points, found=found)
+    identity = Registration(np.zeros(468, np.int64), np.arange(68), np.zeros((468, 3), np.float32))
+    identity.save(fused / "registration.npz")
+    assert fuse_corpus.main([str(out), "-o", str(fused), "--data", str(shared_data)]) == 0
+    with np.load(fused / "fused__a.npz") as z:
+        regions, offsets = z["regions"], z["offsets"]
+    assert regions.any(1).sum() >= 3 and np.abs(offsets).max() > 0.3 and not offsets[~found].any()
+
+    kw = {"seed": 0, "kpt_vertex": layout.kpt_vertex}
+    ds, vds, _ = corpus_datasets(out, 160, layout.face_ind, layout.size, fused=fused, **kw)
+    names = list(REGIONS)
+    checked = expression_only_misses = 0
+    for d in (ds, vds):
+        for i in range(len(d)):
+            k = int(np.argmin([abs(r["yaw"] - d.yaw[i]) for r in recs]))  # this row's record
+            used = [REGIONS[n] for j, n in enumerate(names) if regions[k, j]]
+            if not used:
+                assert not d.lm_offsets[i].any()
+                continue
+            idx = np.concatenate(used)
+            target = points[k, idx, :2].astype(np.float32)
+            pm = d.context_posmap(i).reshape(-1, 3)[layout.kpt_flat]
+            assert np.abs(pm[idx, :2] - target).max() < 0.3, (i, k)
+            lab = d.labels[i]
+            expr_only = ((d.umean + d.ubasis @ lab[12:]) @ lab[:9].reshape(3, 3).T + lab[9:12])[layout.kpt_vertex]
+            expression_only_misses += np.abs(expr_only[idx, :2] - target).max() > 1.0
+            m = d.transform(i)
+            _, y = d[i]
+            lm = y.numpy().reshape(3, -1)[:, layout.kpt_flat].T * 160 * 1.1
+            k_scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+            np.testing.assert_allclose(lm[idx, :2], target @ m[:, :2].T + m[:, 2], atol=0.3 * k_scale)
+            checked += 1
+    assert checked >= 3 and expression_only_misses >= 1
+    # no side-car for a shard: a clear error, not the 3DDFA_V2 labels in silence
+    (fused / "fused__a.npz").rename(fused / "other.npz")
+    with pytest.raises(FileNotFoundError, match="fuse_corpus"):
+        corpus_datasets(out, 160, layout.face_ind, layout.size, fused=fused, **kw)
+    # and train.py says so in one line, exit 2
+    from streamcap.bundle import ModelSpec
+    from trainer.train import train_val_datasets
+
+    capsys.readouterr()  # the fusion's progress bar
+    with pytest.raises(SystemExit) as exit_:
+        train_val_datasets(out, ModelSpec(arch="light", input_size=160), 0, str(fused))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train: no fused side-car") and "\n" not in err

@@ -78,6 +78,7 @@ class RunConfig:
     log_every: int = 20
     val_limit: int = 0
     resume: bool = False
+    fused: str = ""  # fuse_corpus.py's side-car folder: train on the fused labels (corpus caches only)
 
 
 @dataclass
@@ -100,12 +101,22 @@ def add_run_flags(p: argparse.ArgumentParser, d: RunConfig) -> None:
             p.add_argument(flag, type=type(default), default=default)
 
 
-def train_val_datasets(data: Path, spec: ModelSpec, seed: int) -> tuple[PosmapDataset, PosmapDataset, dict]:
-    """The cache's training split (augmented, seeded) and held-out split, cropped for ``spec``."""
+def train_val_datasets(data: Path, spec: ModelSpec, seed: int,
+                       fused: str = "") -> tuple[PosmapDataset, PosmapDataset, dict]:
+    """The cache's training split (augmented, seeded) and held-out split, cropped for ``spec``;
+    ``fused``: a label_corpus.py cache's fused side-cars (fuse_corpus.py)."""
     common = {"mean": spec.mean, "std": spec.std, "output_scale": spec.output_scale}
     if is_corpus(data):
         layout = default_layout()
-        return corpus_datasets(data, spec.input_size, layout.face_ind, layout.size, seed, **common)
+        try:
+            return corpus_datasets(data, spec.input_size, layout.face_ind, layout.size, seed,
+                                   fused=Path(fused) if fused else None, kpt_vertex=layout.kpt_vertex, **common)
+        except (FileNotFoundError, ValueError) as e:  # missing or stale side-cars: one line, exit 2
+            print(f"train: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+    if fused:
+        print(f"train: --fused needs a label_corpus.py cache, not {data}", file=sys.stderr)
+        raise SystemExit(2)
     meta = cache_meta(data)
     ds = PosmapDataset(load_cache(data, "train"), spec.input_size, meta["context"], train=True, seed=seed, **common)
     vds = PosmapDataset(load_cache(data, "val"), spec.input_size, meta["context"], train=False, **common)
@@ -130,7 +141,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         ck = torch.load(last, map_location=device, weights_only=False)
         step, best = resume_from(ck, {"state_dict": model, "optimizer": opt}, last, dist.main)
 
-    ds, vds, meta = train_val_datasets(Path(cfg.data), spec, cfg.seed)
+    ds, vds, meta = train_val_datasets(Path(cfg.data), spec, cfg.seed, cfg.fused)
     layout = default_layout()
     weight = weight_mask_tensor(layout.weight_mask).to(device)
     kpt = torch.as_tensor(layout.kpt_flat, device=device)
@@ -241,7 +252,7 @@ def cycle(cfg: CycleTrainConfig) -> dict:
     if resuming:  # the generator's weights came with ck0 already
         step, best = resume_from(ck0, {"optimizer": opt, "d1": d1, "d2": d2, "optimizer_d": opt_d}, last, dist.main)
 
-    ds, vds, meta = train_val_datasets(Path(cfg.data), spec, cfg.seed)
+    ds, vds, meta = train_val_datasets(Path(cfg.data), spec, cfg.seed, cfg.fused)
     cds = LabelDropDataset(ds, cfg.unlabelled_frac, cfg.seed)
     kpt = torch.as_tensor(layout.kpt_flat, device=device)
     sampler = StepSampler(len(cds), cfg.batch, cfg.seed, step, dist.rank, dist.world)

@@ -31,13 +31,13 @@ from streamcap.geometry.crop import CROP_EXPAND, crop_from_landmarks
 from streamcap.geometry.layout import UVLayout
 from streamcap.geometry.posmap import estimate_pose
 from trainer.data.labeller import DenseLabeller, Registration, register
+from trainer.data.teacher_mediapipe import REG_CLIPS
 
 CROP = 256
 CONTEXT = 1.25
 # Whole people never trained on: three clips and every d3dfr photo (25 people, 5 annotated points).
 VAL_IDENTITIES = {"lp_d11", "lp_d19", "lp_s32"}
 VAL_PREFIXES = ("d3dfr/",)
-REG_CLIPS = ("lp_d10", "lp_d14", "lp_d6", "lp_d9", "lp_d3")
 
 
 def identity_of(source: str) -> str:

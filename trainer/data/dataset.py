@@ -162,11 +162,16 @@ def is_corpus(root: Path) -> bool:
     return cache_meta(Path(root)).get("label") == "3ddfa_v2"
 
 
-def load_corpus(root: Path, split: str, seed: int = 0) -> dict[str, np.ndarray]:
+def load_corpus(root: Path, split: str, seed: int = 0, fused: Path | None = None) -> dict[str, np.ndarray]:
     """All samples of ``split`` from ``root/shards``: one JPEG blob with offsets, labels (N, 62),
     yaw, kind, identity. The held-out split comes in a fixed shuffled order, so validating on
-    its first N samples sees every source."""
-    parts: dict[str, list] = {"jpeg": [], "sizes": [], "label": [], "yaw": [], "kind": [], "identity": []}
+    its first N samples sees every source.
+
+    With ``fused`` (fuse_corpus.py's side-car folder) the labels are the fused ones and
+    ``lm_offsets`` (N, 68, 3) holds their landmark offsets. Shards that MediaPipe skips
+    (``profile__*``) keep their labels with zero offsets; any other shard needs its side-car."""
+    keys = ("label", "yaw", "kind", "identity") + (("lm_offsets",) if fused else ())
+    parts: dict[str, list] = {"jpeg": [], "sizes": [], **{k: [] for k in keys}}
     for sh in sorted(p for p in (Path(root) / "shards").glob("*.npz") if not p.name.endswith(".tmp.npz")):
         with np.load(sh) as z:
             keep = np.flatnonzero(z["split"] == split)
@@ -178,27 +183,63 @@ def load_corpus(root: Path, split: str, seed: int = 0) -> dict[str, np.ndarray]:
             parts["sizes"].append(off[keep + 1] - off[keep])
             for k in ("label", "yaw", "kind", "identity"):
                 parts[k].append(z[k][keep])
+            n_rows = len(z["label"])
+        if fused:
+            label, offs = _fused_rows(Path(fused), sh, n_rows)
+            if label is not None:
+                parts["label"][-1] = label[keep]
+            parts["lm_offsets"].append(offs[keep] if offs is not None else np.zeros((len(keep), 68, 3), np.float32))
     if not parts["label"]:
         raise FileNotFoundError(f"no {split} samples under {Path(root) / 'shards'}")
     n = sum(len(v) for v in parts["label"])
     order = np.random.default_rng([seed, 7]).permutation(n) if split != "train" else np.arange(n)
     sizes = np.concatenate(parts["sizes"])[order]
     jpegs = [parts["jpeg"][i] for i in order]
-    out = {k: np.concatenate(parts[k])[order] for k in ("label", "yaw", "kind", "identity")}
+    out = {k: np.concatenate(parts[k])[order] for k in keys}
     out["offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     out["jpeg"] = np.concatenate(jpegs)
     return out
 
 
+FUSED_SKIP = "profile__"  # synthetic rotated faces: no MediaPipe pass, 3DDFA_V2 labels kept
+
+
+def _fused_rows(fused: Path, shard: Path, n_rows: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(labels (N, 62), offsets (N, 68, 3)) of ``shard``'s fused side-car; (None, None) for a
+    shard without one by design."""
+    if shard.name.startswith(FUSED_SKIP):
+        return None, None
+    car = fused / f"fused__{shard.stem}.npz"
+    if not car.is_file():
+        raise FileNotFoundError(f"no fused side-car {car} for shard {shard.name} (run trainer/data/fuse_corpus.py)")
+    with np.load(car) as z:
+        label, offs = z["label"], z["offsets"]
+    if len(label) != n_rows:
+        raise ValueError(f"{car}: {len(label)} rows for {n_rows} in {shard} (side-car out of date)")
+    return label, offs.astype(np.float32)
+
+
 class CorpusDataset(PosmapDataset):
     """PosmapDataset over the labelled corpus: decodes the JPEG crop and rebuilds the UV position
-    map from the teacher's 62 numbers with the UV basis (mean (V, 3), basis (V, 3, 50))."""
+    map from the teacher's 62 numbers with the UV basis (mean (V, 3), basis (V, 3, 50)).
+
+    Fused labels (``data["lm_offsets"]``, from ``load_corpus(fused=...)``) add their landmark
+    offsets spread over the surface: ``spread`` is ``SurfaceSpread``'s (V, 68) operator for the
+    same layout, computed once (``spread_operator``)."""
 
     def __init__(self, data: dict[str, np.ndarray], basis: dict[str, np.ndarray], face_ind: np.ndarray,
-                 uv_size: int, context_size: int, input_size: int, context: float, train: bool, **kw) -> None:
+                 uv_size: int, context_size: int, input_size: int, context: float, train: bool,
+                 spread: np.ndarray | None = None, **kw) -> None:
         super().__init__({"images": None, "posmaps": None}, input_size, context, train, **kw)
         self.jpeg, self.offsets, self.labels = data["jpeg"], data["offsets"], data["label"]
         self.yaw = data["yaw"]
+        self.lm_offsets = data.get("lm_offsets")
+        if self.lm_offsets is not None:
+            if spread is None:
+                raise ValueError("fused labels need the spread operator")
+            # only the landmarks some row moves (the eyes and lips) take part: half the product
+            self.moved = np.flatnonzero(np.any(self.lm_offsets != 0, axis=(0, 2)))
+            self.spread = torch.from_numpy(np.ascontiguousarray(np.asarray(spread, np.float32)[:, self.moved]))
         self.umean = basis["mean"].astype(np.float32)
         self.ubasis = basis["basis"].astype(np.float32)
         self.face_ind = np.asarray(face_ind, np.int64)
@@ -222,20 +263,38 @@ class CorpusDataset(PosmapDataset):
     def context_posmap(self, idx: int) -> np.ndarray:
         lab = self.labels[idx].astype(np.float32)
         verts = (self.umean + self.ubasis @ lab[12:62]) @ lab[:9].reshape(3, 3).T + lab[9:12]
+        if self.lm_offsets is not None:
+            off = self.lm_offsets[idx]
+            if off.any():  # through torch: one thread in DataLoader workers (numpy's BLAS would fan out)
+                verts += (self.spread @ torch.from_numpy(off[self.moved])).numpy()
         pm = np.zeros((self.uv_size * self.uv_size, 3), np.float32)
         pm[self.face_ind] = verts
         return pm.reshape(self.uv_size, self.uv_size, 3)
 
 
+def spread_operator(mean: np.ndarray, kpt_vertex: np.ndarray) -> np.ndarray:
+    """(V, 68) float32: ``label_fusion.SurfaceSpread``'s operator on the UV basis's mean face."""
+    from trainer.data.label_fusion import SurfaceSpread
+
+    return SurfaceSpread(mean, kpt_vertex).op
+
+
 def corpus_datasets(root: Path, input_size: int, face_ind: np.ndarray, uv_size: int, seed: int,
+                    fused: Path | None = None, kpt_vertex: np.ndarray | None = None,
                     **kw) -> tuple[CorpusDataset, CorpusDataset, dict]:
-    """Training (augmented) and held-out datasets of a label_corpus.py cache."""
+    """Training (augmented) and held-out datasets of a label_corpus.py cache; with ``fused``
+    (fuse_corpus.py's side-cars) the fused labels, whose offsets need the layout's ``kpt_vertex``."""
     root = Path(root)
     meta = cache_meta(root)
     with np.load(root / "uv_basis.npz") as z:
         basis = {"mean": z["mean"], "basis": z["basis"]}
     common = {"basis": basis, "face_ind": face_ind, "uv_size": uv_size, "context_size": int(meta["crop_size"]),
               "input_size": input_size, "context": float(meta["context"]), **kw}
-    ds = CorpusDataset(load_corpus(root, "train"), train=True, seed=seed, **common)
-    vds = CorpusDataset(load_corpus(root, "val"), train=False, **common)
+    if fused:
+        if kpt_vertex is None:
+            raise ValueError("fused labels need the layout's kpt_vertex")
+        common["spread"] = spread_operator(basis["mean"], kpt_vertex)
+        meta = {**meta, "fused": str(fused)}
+    ds = CorpusDataset(load_corpus(root, "train", fused=fused), train=True, seed=seed, **common)
+    vds = CorpusDataset(load_corpus(root, "val", fused=fused), train=False, **common)
     return ds, vds, meta

@@ -194,7 +194,12 @@ class SurfaceSpread:
     def offsets(self, posmap_vertices: np.ndarray, other68: np.ndarray,
                 regions: dict[str, np.ndarray] = REGIONS) -> tuple[np.ndarray, list[str]]:
         """(68, 3) offsets taking the label's landmarks to ``hybrid68``'s, and the regions used."""
-        lm = posmap_vertices[self.kpt_vertex]
+        return self.landmark_offsets(posmap_vertices[self.kpt_vertex], other68, regions)
+
+    @staticmethod
+    def landmark_offsets(lm: np.ndarray, other68: np.ndarray,
+                         regions: dict[str, np.ndarray] = REGIONS) -> tuple[np.ndarray, list[str]]:
+        """``offsets`` from the label's 68 landmark vertices ``lm`` (68, 3) alone."""
         target, used = hybrid68(lm, other68, regions)
         return (target - lm).astype(np.float32), used
 
@@ -209,10 +214,11 @@ class Fuser:
     Fit's 62 numbers plus (68, 3) landmark offsets: ``posmap(fit, offsets)`` rebuilds it."""
 
     def __init__(self, teacher: Teacher3DDFA, mean: np.ndarray, basis: np.ndarray, kpt_vertex: np.ndarray,
-                 prior: float = 1e-2) -> None:
+                 prior: float = 1e-2, tta: bool = True) -> None:
         self.teacher, self.mean, self.basis, self.prior = teacher, mean, basis, prior
-        self.tta = TTA(teacher)
+        self.tta = TTA(teacher) if tta else None  # only ``label`` averages; ``fuse`` takes any fit
         self.spread = SurfaceSpread(mean, kpt_vertex)
+        self.kpt_vertex = np.asarray(kpt_vertex, np.int64)
 
     def posmap(self, fit: Fit, offsets: np.ndarray | None = None) -> np.ndarray:
         """(V, 3) layout vertices of ``fit`` (plus the spread ``offsets``), in fit's pixels."""
@@ -231,5 +237,8 @@ class Fuser:
         if mediapipe68 is None:
             return fit, np.zeros((68, 3), np.float32), []
         fit, used = fuse_expression(self.teacher, fit, mediapipe68, self.prior)
-        offsets, used_spread = self.spread.offsets(self.posmap(fit), mediapipe68)
+        k = self.kpt_vertex  # the posmap at its 68 landmark vertices only: the rest is not read
+        lm = (self.mean[k] + self.basis[k] @ fit.coef.astype(np.float32)) @ fit.A.astype(np.float32).T \
+            + fit.b.astype(np.float32)
+        offsets, used_spread = self.spread.landmark_offsets(lm, mediapipe68)
         return fit, offsets, sorted(set(used) | set(used_spread))

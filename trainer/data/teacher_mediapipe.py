@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png"}
+# the clips whose every 25th frame registers FaceMesh's points to dlib's 68 (as build_dataset.py)
+REG_CLIPS = ("lp_d10", "lp_d14", "lp_d6", "lp_d9", "lp_d3")
 
 
 def _mesh(static: bool, max_faces: int):
