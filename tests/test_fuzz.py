@@ -20,7 +20,17 @@ import struct
 import cv2
 import msgpack
 import numpy as np
-from fuzz_targets import ENVELOPE, FILE, IMAGE, MANIFEST, REQUEST, check, decode_messages
+from fuzz_targets import (
+    ENVELOPE,
+    FILE,
+    FILE_V2,
+    IMAGE,
+    MANIFEST,
+    PACKETS_V2,
+    REQUEST,
+    check,
+    decode_messages,
+)
 from hostile_streams import corpus, flat, real_stream, shipped_codec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -195,6 +205,73 @@ def test_fuzz_scap_file(data):
         at = data.draw(st.integers(FILE_HEADER.size, len(buf) - 1))
         buf = buf[:at] + mutate_bytes(data, buf[at:at + 64]) + buf[at + 64:]
     check(FILE, buf)
+
+
+# ------------------------------------------------------------------------------ stream v2
+
+
+@functools.lru_cache(maxsize=1)
+def _v2_seed() -> tuple:
+    """A real v2 stream (synthetic faces through the v2 encoder with AV1 textures and plates)
+    on a small layout: (basis, layout, packets, .scap v2 bytes)."""
+    import tempfile
+    from pathlib import Path
+
+    from codec_synth import face_sequence, small_layout, synthetic_basis, texture
+    from streamcap_codecs.encoder2 import FaceStreamEncoder2
+    from streamcap_codecs.scap2 import ScapWriter2
+
+    from streamcap.bundle import default_layout
+
+    layout = small_layout(default_layout(), 4)
+    basis, fields = synthetic_basis(layout, rank=8, k=8)
+    faces = face_sequence(layout, fields, 12, seed=3, centre=(200, 240), size=1.2)
+    enc = FaceStreamEncoder2(basis, layout, fps=30.0, texture_size=64)
+    tex = texture(layout, 0)
+    img = np.full((240, 320, 3), 90, np.uint8)
+    packets = []
+    for i in range(12):
+        packets += enc.encode(img, [(5, faces[i], np.roll(tex, i, 1))])
+    enc.close()
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "s.scap"
+        with ScapWriter2(path, chunk_frames=4) as w:
+            for e in packets:
+                w.write(e.data, e.seq, e.key)
+        data = path.read_bytes()
+    return basis, layout, [e.data for e in packets], data
+
+
+@examples(0.05)  # each example runs AV1 decoding: ~10 in CI, 250 in the long profile
+@given(data=st.data())
+def test_fuzz_wire_v2_packets(data):
+    """Real v2 packets, some mutated (bytes, splices from other packets), dropped or repeated:
+    the v2 decoder returns frames or raises CodecError, and keeps decoding."""
+    basis, layout, packets, _ = _v2_seed()
+    pkts = list(packets)
+    for _ in range(data.draw(st.integers(1, 4), label="packets hit")):
+        i = data.draw(st.integers(0, len(pkts) - 1))
+        op = data.draw(st.sampled_from(["mutate", "mutate", "drop", "repeat"]))
+        if op == "mutate":
+            pkts[i] = mutate_bytes(data, pkts[i], splice=pkts[data.draw(st.integers(0, len(pkts) - 1))])
+        elif op == "drop":
+            del pkts[i]
+        else:
+            pkts.insert(i, pkts[i])
+    check(PACKETS_V2, basis, layout, [p for p in pkts if p])
+
+
+@examples(0.05)
+@given(data=st.data())
+def test_fuzz_scap_v2_file(data):
+    """A real .scap v2 damaged anywhere: opening it raises CodecError or reading decodes what is whole."""
+    basis, layout, _, buf = _v2_seed()
+    if data.draw(st.booleans()):
+        buf = mutate_bytes(data, buf, max_ops=8)
+    else:
+        at = data.draw(st.integers(8, len(buf) - 1))
+        buf = buf[:at] + mutate_bytes(data, buf[at:at + 64]) + buf[at + 64:]
+    check(FILE_V2, basis, layout, buf)
 
 
 # ------------------------------------------------------------------------------ transport
