@@ -151,6 +151,19 @@ def test_geometry_model_round_trip_and_adaptation():
 
 # ----------------------------------------------------------------------------- AV1
 
+def test_av1_encoder_leaves_no_thread_on_a_realtime_policy():
+    """As root, SVT-AV1 would put its threads (and ours) on SCHED_FIFO 99 and starve the machine."""
+    from streamcap_codecs.av1 import VideoEncoder, realtime_threads
+
+    enc = VideoEncoder(64, 64, 30.0)
+    img = np.zeros((64, 64, 3), np.uint8)
+    for i in range(3):
+        enc.encode(img, key=i == 0)
+        assert realtime_threads() == []
+    enc.close()
+    assert realtime_threads() == []
+
+
 def test_av1_texture_video_and_intra():
     enc, dec = av1.VideoEncoder(64, 64, 10.0, crf=40), av1.VideoDecoder()
     tex = np.zeros((64, 64, 3), np.uint8)
