@@ -246,6 +246,32 @@ class _PrefixCrc:
         return self.crc(q + 4, stop) == crc
 
 
+class SafeOutput:
+    """An output file that a failure never cuts short: over an existing file the new bytes go to
+    ``.NAME.partial`` beside it and replace it on ``commit()``; ``discard()`` removes them and
+    keeps the old file. A new file is written in place. Both ``.scap`` writers use it."""
+
+    def __init__(self, path: Path, error: type[Exception]) -> None:
+        if path.is_dir():
+            raise error(f"output {path} is a folder, not a file")
+        self.path = path
+        self.replacing = path.exists()
+        self.write_path = path.with_name(f".{path.name}.partial") if self.replacing else path
+        try:
+            self.file = open(self.write_path, "wb")  # noqa: SIM115 - closed by commit() / discard()
+        except OSError as exc:
+            raise error(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    def commit(self) -> None:
+        self.file.close()
+        if self.replacing:
+            os.replace(self.write_path, self.path)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.write_path.unlink(missing_ok=True)
+
+
 class ScapWriter:
     """Writes a ``.scap`` file; use as a context manager so the index is written on exit.
 
@@ -258,14 +284,8 @@ class ScapWriter:
 
     def __init__(self, path: str | Path, fsync: bool = False) -> None:
         self.path = Path(path)
-        if self.path.is_dir():
-            raise InputError(f"output {self.path} is a folder, not a file")
-        self._replacing = self.path.exists()
-        self._write_path = self.path.with_name(f".{self.path.name}.partial") if self._replacing else self.path
-        try:
-            self._f = open(self._write_path, "wb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._out = SafeOutput(self.path, InputError)
+        self._f = self._out.file
         self._fsync = fsync
         self._indexer = _Indexer()
         self._f.write(FILE_HEADER.pack(MAGIC, CONTAINER_VERSION, 0))
@@ -311,20 +331,17 @@ class ScapWriter:
         self._f.write(_record(REC_INDEX, body))
         self._f.write(TRAILER.pack(offset, TRAILER_MAGIC))
         self._flush()
-        self._f.close()
         self.closed = True
-        if self._replacing:
-            os.replace(self._write_path, self.path)
+        self._out.commit()
 
     def abort(self) -> None:
         """Give up: when an older file was being replaced it stays as it was and the new one is
         removed; a new file keeps its readable prefix (closed with its index)."""
-        if not self._replacing:
+        if not self._out.replacing:
             self.close()
         elif not self.closed:
-            self._f.close()
             self.closed = True
-            self._write_path.unlink(missing_ok=True)
+            self._out.discard()
 
     def _flush(self) -> None:
         self._f.flush()

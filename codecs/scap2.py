@@ -24,7 +24,6 @@ cost up to MAX_CHUNK_BYTES).
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from types import TracebackType
 
 from streamcap.errors import CodecError, InputNotFound
 
+from .container import SafeOutput
 from .packet import KIND_FRAME, MAX_PACKET_BYTES, MAX_SEQ, Reader, put_varint
 
 log = logging.getLogger(__name__)
@@ -89,14 +89,8 @@ class ScapWriter2:
     def __init__(self, path: str | Path, chunk_frames: int = 60) -> None:
         self.path = Path(path)
         self.chunk_frames = max(1, int(chunk_frames))
-        if self.path.is_dir():
-            raise CodecError(f"output {self.path} is a folder, not a file")
-        self._replacing = self.path.exists()
-        self._write_path = self.path.with_name(f".{self.path.name}.partial") if self._replacing else self.path
-        try:
-            self._f = open(self._write_path, "wb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise CodecError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._out = SafeOutput(self.path, CodecError)
+        self._f = self._out.file
         self._f.write(FILE_HEADER.pack(MAGIC, VERSION, 0))
         self._body = bytearray()
         self._count = 0
@@ -164,20 +158,17 @@ class ScapWriter2:
         data = _chunk(CH_INDEX, 0, len(self.index), bytes(body))
         self._f.write(data + TRAILER.pack(off, TRAILER_MAGIC))
         self.overhead_bytes += len(data) + TRAILER.size
-        self._f.close()
         self.closed = True
-        if self._replacing:
-            os.replace(self._write_path, self.path)
+        self._out.commit()
 
     def abort(self) -> None:
         """Give up: an older file being replaced stays as it was and the new one is removed; a
         new file keeps its readable prefix (closed with its index)."""
-        if not self._replacing:
+        if not self._out.replacing:
             self.close()
         elif not self.closed:
-            self._f.close()
             self.closed = True
-            self._write_path.unlink(missing_ok=True)
+            self._out.discard()
 
     def __enter__(self) -> ScapWriter2:
         return self

@@ -295,6 +295,25 @@ def test_scap2_truncation_and_damage(synth, small, tmp_path, caplog):
         ScapReader2(v9)
 
 
+def test_scap2_writer_failure_keeps_an_existing_file(synth, small, tmp_path):
+    """A v2 write that fails onto an existing file leaves that file as it was (no partial left)."""
+    basis, faces = synth
+    _, emitted = encode_all(basis, small, faces, frames=5)
+    path = tmp_path / "old.scap"
+    path.write_bytes(b"an older stream")
+    with pytest.raises(RuntimeError):
+        with ScapWriter2(path) as w:
+            for e in emitted:
+                w.write(e.data, e.seq, e.key)
+            raise RuntimeError("the encoder failed")
+    assert path.read_bytes() == b"an older stream"
+    assert [p.name for p in tmp_path.iterdir()] == ["old.scap"]
+    with ScapWriter2(path) as w:  # and a finished write does replace it
+        for e in emitted:
+            w.write(e.data, e.seq, e.key)
+    assert file_version(path) == 2
+
+
 def test_cli_decode_names_an_unknown_container_version(tmp_path):
     v3 = tmp_path / "x.scap"
     v3.write_bytes(b"SCAP\x03\x00\x00\x00" + b"\x00" * 16)
