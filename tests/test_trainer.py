@@ -17,7 +17,7 @@ from trainer.data.dataset import PosmapDataset
 from trainer.export import export_bundle
 from trainer.losses import weight_mask_tensor, weighted_position_loss
 from trainer.runloop import StepSampler
-from trainer.train import PretrainConfig, pretrain
+from trainer.train import PretrainConfig, pretrain, repeat_large_poses
 
 
 def fake_cache(root, layout, n=12, val=4):
@@ -90,6 +90,24 @@ def test_sampler_resumes_the_same_stream():
     seq = [next(it) for _ in range(30)]
     later = iter(StepSampler(10, 2, seed=3, start_step=5))
     assert [next(later) for _ in range(20)] == seq[10:30]
+
+
+def test_large_poses_are_listed_more_often():
+    class Items:
+        yaw = np.array([0.0, -50.0, 10.0, 31.0, 29.9])
+
+        def __len__(self):
+            return len(self.yaw)
+
+        def __getitem__(self, i):
+            return i
+
+    ds = Items()
+    assert repeat_large_poses(ds, 1, 30.0) is ds
+    rep = repeat_large_poses(ds, 3, 30.0)
+    seen = sorted(rep[i] for i in range(len(rep)))
+    assert seen == [0, 1, 1, 1, 2, 3, 3, 3, 4]
+    assert np.all(np.abs(rep.yaw[5:]) >= 30.0)
 
 
 def test_pretrain_learns_checkpoints_resumes_and_exports(tmp_path, layout):
