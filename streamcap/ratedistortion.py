@@ -156,6 +156,8 @@ def video_codec(frames: list[np.ndarray], fps: float, codec: str, kbps: float, s
         sw, sh = max(sw, 64), max(sh, 64)
     rate = fps / fps_div
     nbytes = 0
+    from streamcap_codecs.av1 import ordinary_scheduling  # SVT-AV1 as root goes real-time: undo it
+
     t0 = time.perf_counter()
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=Fraction(rate).limit_denominator(1001))
@@ -168,9 +170,11 @@ def video_codec(frames: list[np.ndarray], fps: float, codec: str, kbps: float, s
             for p in s.encode(av.VideoFrame.from_ndarray(small, format="bgr24")):
                 nbytes += p.size
                 c.mux(p)
+            ordinary_scheduling()
         for p in s.encode(None):
             nbytes += p.size
             c.mux(p)
+    ordinary_scheduling()
     enc_fps = len(src) / (time.perf_counter() - t0)
     with av.open(str(path)) as c:
         dec = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
