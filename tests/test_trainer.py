@@ -283,6 +283,19 @@ def test_fused_side_cars_reach_the_uv_map(small_corpus, shared_data, layout, tmp
             np.testing.assert_allclose(lm[idx, :2], target @ m[:, :2].T + m[:, 2], atol=0.3 * k_scale)
             checked += 1
     assert checked >= 3 and expression_only_misses >= 1
+    # the codec basis is built from the same fused faces the generator learns
+    from streamcap_codecs.basis import normalise_pose
+    from trainer.build_codec_basis import load_normalised
+
+    shard = out / "shards" / "a.npz"
+    with np.load(shard) as z:
+        rows = np.flatnonzero(z["split"] == "train")
+    got, _ = load_normalised({shard: rows}, layout, fused)
+    plain, _ = load_normalised({shard: rows}, layout)
+    for j in range(len(ds)):
+        want = normalise_pose(ds.context_posmap(j).reshape(-1, 3)[layout.face_ind], layout)[1]
+        np.testing.assert_allclose(got[j], want, atol=1e-4 * np.abs(want).max())
+    assert np.abs(got - plain).max() > 1e-3 * np.abs(plain).max()
     # no side-car for a shard: a clear error, not the 3DDFA_V2 labels in silence
     (fused / "fused__a.npz").rename(fused / "other.npz")
     with pytest.raises(FileNotFoundError, match="fuse_corpus"):

@@ -75,24 +75,38 @@ def corpus_basis(shard: Path) -> dict | None:
     return None
 
 
-def load_normalised(picked: dict[Path, np.ndarray], layout: UVLayout) -> tuple[np.ndarray, np.ndarray]:
+def load_normalised(picked: dict[Path, np.ndarray], layout: UVLayout,
+                    fused: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pose-normalised vertices (n, V, 3) float32 and each face's pose scale (n,) (canonical
-    units -> crop pixels). Corpus shards give their faces through the teacher's labels."""
+    units -> crop pixels). Corpus shards give their faces through the teacher's labels, or with
+    ``fused`` (fuse_corpus.py's side-cars) through the fused labels and their landmark offsets,
+    exactly as the generator's training targets are built."""
+    from trainer.data.dataset import _fused_rows, spread_operator
+
     n = sum(len(v) for v in picked.values())
     verts = np.empty((n, layout.n_vertices, 3), np.float32)
     scales = np.empty(n, np.float32)
+    spread: dict[Path, np.ndarray] = {}  # per corpus folder
     k = 0
     for p, rows in picked.items():
         with np.load(p, allow_pickle=False) as z:
             pms = z["posmaps"] if "posmaps" in z.files else None
             labels = z["label"] if pms is None else None
         ub = corpus_basis(p) if pms is None else None
+        offs = None
+        if pms is None and fused is not None:
+            f_label, offs = _fused_rows(Path(fused), p, len(labels))
+            labels = labels if f_label is None else f_label
+            if offs is not None and p.parent not in spread:
+                spread[p.parent] = spread_operator(ub["mean"], layout.kpt_vertex)
         for i in rows:
             if pms is not None:
                 v = pms[i].reshape(-1, 3)[layout.face_ind].astype(np.float32)
             else:
                 lab = labels[i]
                 v = (ub["mean"] + ub["basis"] @ lab[12:62]) @ lab[:9].reshape(3, 3).T + lab[9:12]
+                if offs is not None:
+                    v = v + spread[p.parent] @ offs[i]
             pose, canon = normalise_pose(v, layout)
             verts[k], scales[k] = canon, pose.scale
             k += 1
@@ -127,7 +141,7 @@ def evaluate(basis: GeometryBasis, verts: np.ndarray, scales: np.ndarray, ks: li
 
 def build(data: Path, out: Path, k: int = 64, report_k: tuple[int, ...] = REPORT_K, max_train: int = 1500,
           max_val: int = 300, seed: int = 0, layout: UVLayout | None = None,
-          dtype: str = "float16") -> dict:
+          dtype: str = "float16", fused: Path | None = None) -> dict:
     """Fit, evaluate and save; returns the report (also written to ``out`` with .json)."""
     layout = layout or default_layout()
     shards = find_shards(data)
@@ -135,10 +149,10 @@ def build(data: Path, out: Path, k: int = 64, report_k: tuple[int, ...] = REPORT
         raise SystemExit(f"no dataset shards (npz with posmaps and split) under {data}")
     rng = np.random.default_rng(seed)
     t0 = time.time()
-    train, _ = load_normalised(choose(shards, "train", max_train, rng), layout)
+    train, _ = load_normalised(choose(shards, "train", max_train, rng), layout, fused)
     if len(train) < 2:
         raise SystemExit(f"only {len(train)} 'train' faces under {data}")
-    val, val_scale = load_normalised(choose(shards, "val", max_val, rng), layout)
+    val, val_scale = load_normalised(choose(shards, "val", max_val, rng), layout, fused)
     log.info("loaded %d train / %d val faces in %.1fs", len(train), len(val), time.time() - t0)
     k_fit = min(max([k, *report_k]), len(train) - 1)
     if k > k_fit:
@@ -154,6 +168,7 @@ def build(data: Path, out: Path, k: int = 64, report_k: tuple[int, ...] = REPORT
     report = {
         "basis": str(out), "basis_id": saved.id, "k": k, "layout_hash": layout.hash,
         "n_train": len(train), "n_val": len(val), "dtype": dtype, "bytes": out.stat().st_size,
+        "labels": "fused" if fused else "as stored",
         "val": evaluate(full, val, val_scale, sorted(set(report_k) | {k})) if len(val) else [],
         "train_stdev_first": [float(s) for s in saved.stdev[:8]],
     }
@@ -169,12 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-k", type=int, nargs="+", default=list(REPORT_K), help="K values to evaluate")
     ap.add_argument("--max-train", type=int, default=1500, help="training faces used for PCA")
     ap.add_argument("--max-val", type=int, default=300, help="held-out faces used for the report")
+    ap.add_argument("--fused", type=Path, default=None,
+                    help="fuse_corpus.py's side-car folder: build from the fused labels (corpus caches)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored components")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rep = build(args.data, args.out, args.k, tuple(args.report_k), args.max_train, args.max_val, args.seed,
-                dtype=args.dtype)
+                dtype=args.dtype, fused=args.fused)
     print(f"basis {rep['basis']} id {rep['basis_id']} K={rep['k']} ({rep['bytes'] / 1e6:.1f} MB) "
           f"from {rep['n_train']} train faces; held-out {rep['n_val']} faces:")
     print(f"{'K':>5} {'explained':>10} {'rms (canon)':>12} {'mean px':>8}")

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -92,14 +93,21 @@ def parity(model: torch.nn.Module, onnx_path: Path, spec: ModelSpec, real: np.nd
 def real_crops(data: Path | None, spec: ModelSpec, n: int = 8) -> np.ndarray | None:
     if data is None or not (data / "shards").is_dir():
         return None
-    from trainer.data.dataset import PosmapDataset, cache_meta, load_cache
+    from trainer.data.dataset import PosmapDataset, cache_meta, is_corpus, load_cache, load_corpus
 
+    meta = cache_meta(data)
     try:
-        val = load_cache(data, "val")
+        if is_corpus(data):  # label_corpus.py cache: JPEG context crops
+            val = load_corpus(data, "val")
+            crops = [cv2.imdecode(val["jpeg"][val["offsets"][i]:val["offsets"][i + 1]], cv2.IMREAD_COLOR)
+                     for i in range(min(n, len(val["label"])))]
+            sub = {"images": np.stack(crops), "posmaps": np.zeros((len(crops), 1, 1, 3), np.float32)}
+        else:
+            val = load_cache(data, "val")
+            sub = {k: v[:n] for k, v in val.items()}
     except FileNotFoundError:
         return None
-    sub = {k: v[:n] for k, v in val.items()}
-    ds = PosmapDataset(sub, spec.input_size, cache_meta(data)["context"], train=False, mean=spec.mean, std=spec.std)
+    ds = PosmapDataset(sub, spec.input_size, meta["context"], train=False, mean=spec.mean, std=spec.std)
     return np.stack([ds[i][0].numpy() for i in range(len(ds))])
 
 
