@@ -112,7 +112,7 @@ def real_crops(data: Path | None, spec: ModelSpec, n: int = 8) -> np.ndarray | N
 
 
 def export_bundle(run: Path, out: Path, ckpt: str = "best.pt", data: Path | None = None, name: str | None = None,
-                  metrics: dict | None = None, codec_basis: Path | None = None) -> dict:
+                  metrics: dict | None = None, codec_basis: Path | None = None, sources: dict | None = None) -> dict:
     ck_path = run / ckpt if (run / ckpt).is_file() else run / "last.pt"
     model, ck = load_checkpoint(ck_path)
     spec = ModelSpec(**ck["spec"])
@@ -145,7 +145,8 @@ def export_bundle(run: Path, out: Path, ckpt: str = "best.pt", data: Path | None
         "provenance": {"git_sha": sha, "checkpoint": ck_path.name, "step": int(ck["step"]),
                        "train_cfg": ck.get("train_cfg"), "data": ck.get("data"),
                        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "onnx_opset": OPSET, "onnx_vs_torch_max_abs": diff},
+                       "onnx_opset": OPSET, "onnx_vs_torch_max_abs": diff,
+                       **({"sources": sources} if sources else {})},
         "metrics": {"val": val, **(metrics or {})},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -162,9 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default=None)
     ap.add_argument("--metrics", type=Path, default=None, help="JSON of extra measured metrics to record")
     ap.add_argument("--codec-basis", type=Path, default=None, help="codec basis .npz to ship in the bundle")
+    ap.add_argument("--sources", type=Path, default=None,
+                    help="JSON of the teacher, data and their licences, recorded as the manifest's provenance.sources")
     args = ap.parse_args(argv)
     extra = json.loads(args.metrics.read_text()) if args.metrics else None
-    m = export_bundle(args.run, args.out, args.ckpt, args.data, args.name, extra, args.codec_basis)
+    sources = json.loads(args.sources.read_text()) if args.sources else None
+    m = export_bundle(args.run, args.out, args.ckpt, args.data, args.name, extra, args.codec_basis, sources)
     size = sum(p.stat().st_size for p in args.out.iterdir() if p.is_file())
     print(f"wrote {args.out} ({size / 1e6:.1f} MB): step {m['provenance']['step']}, "
           f"ONNX vs torch max |diff| {m['provenance']['onnx_vs_torch_max_abs']:.1e}, val {m['metrics']['val']}")
