@@ -274,7 +274,7 @@ class ReceiveStats:
         }
 
 
-class _Codec:
+class ReceiverCodec:
     """The bundle-dependent half of a receiver: a stream v1 and a stream v2 decoder for one
     codec basis (a stream header picks which one is in use)."""
 
@@ -296,18 +296,21 @@ class LiveDecoder:
     """The decoding half of the receive loop: each data message, stream v1 (payload frames) or
     v2 (one packet), as the transport tells them apart, -> decoded frames. A stream header
     picks the version and the codec (the one loaded, else a shipped bundle the header names,
-    if ``look_up``); a switch of version or codec, like a decoder's own reset, happens at most
-    once per MIN_RESTART_S, so forged headers cannot keep a receiver from decoding. A message
-    that does not parse or decode is counted in ``bad`` and skipped, never raised."""
+    if ``look_up``). A header of another version or bundle is taken only when the stream in use
+    has given no frame for MIN_RESTART_S (a sender that restarted in another format has gone
+    quiet; forged headers between a live stream's messages change nothing), and messages of the
+    version not in use are skipped. A message that does not parse or decode is counted in
+    ``bad`` and skipped, never raised."""
 
-    def __init__(self, codec: _Codec | None, look_up: bool = False, event: Any = None) -> None:
-        self.codec, self.look_up, self._event = codec, look_up, event
+    def __init__(self, codec: ReceiverCodec | None, look_up: bool = False, event: Any = None,
+                 clock: Any = time.monotonic) -> None:
+        self.codec, self.look_up, self._event, self._clock = codec, look_up, event, clock
         self.version: int | None = None  # of the stream being decoded
         self.bad = 0
         self.frame_messages = 0  # frame messages seen (FrameStart / v2 frame packets)
         self.captures: dict[float, float] = {}  # stream ts -> capture time (latency)
         self.warned: set[str] = set()
-        self._last_switch: float | None = None
+        self._last_frame: float | None = None  # clock() when the stream in use last gave a frame
 
     @property
     def decoder(self) -> Any:
@@ -357,13 +360,15 @@ class LiveDecoder:
         if r.version == 1:
             if r.capture_ts is not None:
                 self._capture(msg.ts, r.capture_ts)
-            return self.codec.decoder.feed(msg)
-        fr = self.codec.decoder2.feed(msg)
-        if fr is None:
-            return []
-        if r.capture_ts is not None:
-            self._capture(fr.ts, r.capture_ts)
-        return [fr]
+            out = self.codec.decoder.feed(msg)
+        else:
+            fr = self.codec.decoder2.feed(msg)
+            out = [] if fr is None else [fr]
+            if fr is not None and r.capture_ts is not None:
+                self._capture(fr.ts, r.capture_ts)
+        if out:
+            self._last_frame = self._clock()
+        return out
 
     def _capture(self, ts: float, cap: float) -> None:
         self.captures[ts] = cap
@@ -386,12 +391,12 @@ class LiveDecoder:
         if found is not None or (self.version is not None and version != self.version):
             from streamcap_codecs.limits import MIN_RESTART_S
 
-            now = time.monotonic()
-            if self._last_switch is not None and now - self._last_switch < MIN_RESTART_S:
-                raise CodecError(f"stream switch {now - self._last_switch:.2f} s after the last one ignored")
-            self._last_switch = now
+            if self._last_frame is not None and self._clock() - self._last_frame < MIN_RESTART_S:
+                raise CodecError(f"stream header of version {version}, bundle {hdr.bundle_id!r} while another stream "
+                                 "is decoding: ignored")
+            self._last_frame = None
         if found is not None:
-            self.codec = _Codec(found[1], found[0].layout, found[0].name)
+            self.codec = ReceiverCodec(found[1], found[0].layout, found[0].name)
         self.version = version
 
 
@@ -471,7 +476,7 @@ def run_receive(args: argparse.Namespace) -> int:
     warned: set[str] = set()
     with GracefulStop() as stop:
         try:
-            live = LiveDecoder(None if bundle is None else _Codec(basis, bundle.layout, bundle.name),
+            live = LiveDecoder(None if bundle is None else ReceiverCodec(basis, bundle.layout, bundle.name),
                                look_up=args.bundle is None, event=status.event)
             sub = Subscriber(args.connect, curve=curve, drop_probability=args.simulate_loss, seed=0)
             state = ""
