@@ -7,8 +7,9 @@ Two message layouts share the sockets (FORMAT.md §12):
   ``{"v": 1, "k": "d" | "h", "s": seq, "t": send time, "c": capture time}``. Heartbeats are
   always this envelope alone (kind "h"), whatever the stream's version.
 * stream v2: one part, ``0xD2 · varint seq mod 2^14 · varint send ms mod 2^21 · varint
-  capture age ms + 1 (0: none) · packet`` (a 5-7 byte envelope before the v2 packet). The
-  receiver extends the short numbers from the last sequence number and its own clock.
+  capture age ms + 1 (0: none) · packet`` (a 4-9 byte envelope, 7-8 in practice, before the
+  v2 packet). The receiver extends the short numbers from the last sequence number and its
+  own clock.
 
 The envelope lets receivers measure latency and tell "waiting for sender" from "sender alive,
 no faces" (heartbeats; a v2 sender sends them only while it sends nothing else). A slow
@@ -335,6 +336,7 @@ class TransportStats:
     """Message counters of one side (sender: sent, dropped, requests; receiver: the rest)."""
 
     sent: int = 0
+    sent_bytes: int = 0  # data messages' bytes, envelopes included (not ZeroMQ's own framing)
     dropped: int = 0  # the send would have blocked (PUB itself drops silently at its high-water mark)
     received: int = 0  # data messages handed to the application
     malformed: int = 0  # envelopes (or requests) that did not parse: skipped
@@ -410,8 +412,10 @@ class Publisher:
         """Queue one message; False if the high-water mark dropped it (never blocks)."""
         self.heartbeat()
         try:
-            self.pub.send_multipart([self._envelope("d", capture_ts), *frames], flags=zmq.NOBLOCK, copy=False)
+            msg = [self._envelope("d", capture_ts), *frames]
+            self.pub.send_multipart(msg, flags=zmq.NOBLOCK, copy=False)
             self.stats.sent += 1
+            self.stats.sent_bytes += sum(len(m) for m in msg)
             return True
         except zmq.Again:
             self.stats.dropped += 1
@@ -422,9 +426,11 @@ class Publisher:
         the high-water mark dropped it (never blocks)."""
         self.heartbeat()
         self.seq += 1
+        msg = pack_envelope2(self.seq, time.time(), capture_ts, packet)
         try:
-            self.pub.send(pack_envelope2(self.seq, time.time(), capture_ts, packet), flags=zmq.NOBLOCK, copy=False)
+            self.pub.send(msg, flags=zmq.NOBLOCK, copy=False)
             self.stats.sent += 1
+            self.stats.sent_bytes += len(msg)
             self._last_v2 = time.monotonic()
             return True
         except zmq.Again:

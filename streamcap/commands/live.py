@@ -195,6 +195,7 @@ def run_send(args: argparse.Namespace) -> int:
             if args.stats is not None:
                 write_json(args.stats, {
                     "format": args.format, "frames": frames, "skipped": skipped, "bytes": sent_bytes,
+                    "wire_bytes": pub.stats.sent_bytes if pub is not None else 0,
                     "stream_kbps": round(sent_bytes * 8 / 1000 / max(frames / src.fps, 1e-6), 3) if frames else None,
                     "seconds": round(secs, 3),
                     "fps": round(frames / secs, 2), "keyframe_requests": requests, "encode_errors": encode_errors,
