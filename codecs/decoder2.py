@@ -29,7 +29,7 @@ from streamcap.geometry.layout import UVLayout
 
 from . import av1
 from .basis import GeometryBasis, check_layout, from_canonical
-from .decoder import DecodedFace, DecodedFrame
+from .decoder import DecodedFace, DecodedFrame, ResetGate
 from .geomcode import GeometryModel, step_of
 from .packet import SEQ_MOD, Request, StreamHeader2, pack, unpack
 from .quant import apply_delta, dequantise, dequantise_pose, pose_is_sane
@@ -52,8 +52,7 @@ class FaceStreamDecoder2:
     def __init__(self, basis: GeometryBasis, layout: UVLayout, posmaps: bool = True, warp_plate: bool = True,
                  min_restart_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         check_layout(basis, layout, ValueError)
-        self.min_restart_s, self._clock = min_restart_s, clock
-        self._last_reset: float | None = None
+        self._resets = ResetGate(min_restart_s, clock)
         self.basis, self.layout, self.posmaps = basis, layout, posmaps
         self.warp_plate = warp_plate
         self._plate_xy: dict[int, np.ndarray] = {}  # face -> its vertices (x, y) when the plate was taken
@@ -202,11 +201,7 @@ class FaceStreamDecoder2:
             h.width, h.height, h.bundle_id, h.texture_size, h.frame_step)
         restart = self._last_seq is not None and h.next_seq <= self._last_seq  # the sender restarted
         if changed or restart:
-            now = self._clock()
-            if self.min_restart_s > 0 and self._last_reset is not None and now - self._last_reset < self.min_restart_s:
-                raise CodecError(f"stream reset {now - self._last_reset:.2f} s after the last one ignored "
-                                 f"(at most one per {self.min_restart_s:g} s)")
-            self._last_reset = now
+            self._resets.check()
         if changed:
             self._faces.clear()
             self.background = None
