@@ -566,6 +566,9 @@ def test_14_15_bad_output_paths_fail_up_front_in_one_line(tmp_path, base):
 def test_17_18_nan_timeout_and_out_of_range_ports_are_refused():
     assert "--timeout" in one_line_error(streamcap("receive", "--headless", "--timeout", "nan", timeout=30))
     assert "--keyframe-every" in one_line_error(streamcap("send", "--video", "x.mp4", "--keyframe-every", "nan"))
+    for cmd, flag, value in ((["send", "--video"], "--texture-size", "3"), (["encode"], "--texture-fps", "nan"),
+                             (["send", "--video"], "--frame-step", "0")):  # the v2 flags, before anything loads
+        assert flag in one_line_error(streamcap(*cmd, "x.mp4", flag, value))
     for ep in ("tcp://127.0.0.1:99999", "tcp://127.0.0.1:65535", "tcp://127.0.0.1:0"):
         assert "outside 1..65534" in one_line_error(streamcap("receive", "--headless", "--connect", ep))
 
