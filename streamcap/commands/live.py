@@ -479,6 +479,8 @@ def run_receive(args: argparse.Namespace) -> int:
         try:
             live = LiveDecoder(None if bundle is None else ReceiverCodec(basis, bundle.layout, bundle.name),
                                look_up=args.bundle is None, event=status.event)
+            if bundle is not None:  # ready before the first frame (a stream of another layout makes its own)
+                renderer = FaceRenderer(640, 480, bundle.layout, window=window)
             sub = Subscriber(args.connect, curve=curve, drop_probability=args.simulate_loss, seed=0)
             state = ""
             last_all = last_face = started
