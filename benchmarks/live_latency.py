@@ -1,7 +1,7 @@
 """End-to-end latency and sustained frame rate of the live path on this machine.
 
     python benchmarks/live_latency.py [CLIP] [--receivers 1 4 16] [--seconds 20] [--warmup 3]
-                                      [--threads 1] [--json out/live_latency.json]
+                                      [--threads 1] [--format 2] [--json out/live_latency.json]
 
 One ``streamcap send --video CLIP --loop --realtime`` on 127.0.0.1 and, per setting, N
 ``streamcap receive --headless`` processes (decode + offscreen render, no window, no mp4).
@@ -124,6 +124,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds left out after each receiver's first frame")
     ap.add_argument("--threads", type=int, default=1, help="sender inference threads")
     ap.add_argument("--backend", default="auto", help="sender inference backend")
+    ap.add_argument("--format", type=int, choices=(1, 2), default=2, help="stream format the sender sends")
     ap.add_argument("--json", type=Path, default=REPO / "out" / "live_latency.json", help="results JSON")
     args = ap.parse_args()
     if not args.clip.is_file():
@@ -141,7 +142,7 @@ def main() -> int:
         tmp = Path(d)
         sender = Proc(tmp / "send.log", "send", "--video", args.clip, "--loop", "--realtime", "--bind",
                       "tcp://127.0.0.1:*", "--threads", args.threads, "--backend", args.backend,
-                      "--stats", tmp / "send.json", env=env)
+                      "--format", args.format, "--stats", tmp / "send.json", env=env)
         try:
             m = sender.wait_for(r"sending on (tcp://\S+)", 180)
             if m is None:
@@ -154,10 +155,12 @@ def main() -> int:
             sender.stop()
         send_stats = json.loads((tmp / "send.json").read_text()) if (tmp / "send.json").exists() else {}
     out = {
-        "clip": str(args.clip), "seconds": args.seconds, "warmup": args.warmup, "threads": args.threads,
+        "clip": str(args.clip), "format": args.format, "seconds": args.seconds, "warmup": args.warmup,
+        "threads": args.threads,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "loadavg_1min": round(os.getloadavg()[0], 2)},
-        "sender": {k: send_stats.get(k) for k in ("frames", "skipped", "fps", "track_model_ms")},
+        "sender": {k: send_stats.get(k) for k in ("frames", "skipped", "fps", "track_model_ms", "bytes", "wire_bytes",
+                                                  "stream_kbps")},
         "results": results,
     }
     print(f"sender: {send_stats.get('fps')} fps over the whole run, {send_stats.get('skipped')} frames skipped "

@@ -106,6 +106,22 @@ class _Open:
         return None if self.start is None else self.start.seq + self.start.n_messages
 
 
+class ResetGate:
+    """At most one stream reset per ``min_s`` seconds (0: no limit): ``check()`` raises
+    CodecError for a reset that comes sooner, else records it."""
+
+    def __init__(self, min_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.min_s, self._clock = min_s, clock
+        self._last: float | None = None
+
+    def check(self) -> None:
+        now = self._clock()
+        if self.min_s > 0 and self._last is not None and now - self._last < self.min_s:
+            raise CodecError(f"stream reset {now - self._last:.2f} s after the last one ignored "
+                             f"(at most one per {self.min_s:g} s)")
+        self._last = now
+
+
 class FaceStreamDecoder:
     """Consumes messages (``feed``) or byte frames (``feed_frames``), returns finished frames."""
 
@@ -115,8 +131,8 @@ class FaceStreamDecoder:
         new stream parameters) sooner than this after the last reset is rejected, so forged
         headers cannot keep a live receiver from ever rendering (FORMAT.md §11)."""
         check_layout(basis, layout, ValueError)
-        self.min_restart_s, self._clock = min_restart_s, clock
-        self._last_reset: float | None = None
+        self.min_restart_s = min_restart_s
+        self._resets = ResetGate(min_restart_s, clock)
         self.basis, self.layout = basis, layout
         self.posmaps = posmaps
         self.header: StreamHeader | None = None
@@ -233,11 +249,7 @@ class FaceStreamDecoder:
         changed = self.header is not None and (h.width, h.height, h.bundle_id) != (
             self.header.width, self.header.height, self.header.bundle_id)
         if restart or changed:
-            now = self._clock()
-            if self.min_restart_s > 0 and self._last_reset is not None and now - self._last_reset < self.min_restart_s:
-                raise CodecError(f"stream reset {now - self._last_reset:.2f} s after the last one ignored "
-                                 f"(at most one per {self.min_restart_s:g} s)")
-            self._last_reset = now
+            self._resets.check()
             if self._open is not None:
                 self._finish()
             self.reset()

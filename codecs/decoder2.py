@@ -7,11 +7,18 @@ raises ``CodecError`` and leaves the geometry state as it was. A gap in the sequ
 whose section cannot apply, or a texture picture that does not decode puts the face in
 ``need_keyframe``; it shows its last state (``stale``) until a keyframe arrives.
 ``requests()`` gives the Request packets to send upstream.
+
+``min_restart_s`` > 0 (a live receiver): a stream header that would reset the state (the
+sender restarted, or new frame size / bundle / texture size / frame step) is refused with
+``CodecError`` if it comes sooner than that after the last reset, so forged headers cannot keep
+a receiver from decoding.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import cv2
@@ -22,7 +29,7 @@ from streamcap.geometry.layout import UVLayout
 
 from . import av1
 from .basis import GeometryBasis, check_layout, from_canonical
-from .decoder import DecodedFace, DecodedFrame
+from .decoder import DecodedFace, DecodedFrame, ResetGate
 from .geomcode import GeometryModel, step_of
 from .packet import SEQ_MOD, Request, StreamHeader2, pack, unpack
 from .quant import apply_delta, dequantise, dequantise_pose, pose_is_sane
@@ -42,8 +49,10 @@ class _Face:
 
 
 class FaceStreamDecoder2:
-    def __init__(self, basis: GeometryBasis, layout: UVLayout, posmaps: bool = True, warp_plate: bool = True) -> None:
+    def __init__(self, basis: GeometryBasis, layout: UVLayout, posmaps: bool = True, warp_plate: bool = True,
+                 min_restart_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         check_layout(basis, layout, ValueError)
+        self._resets = ResetGate(min_restart_s, clock)
         self.basis, self.layout, self.posmaps = basis, layout, posmaps
         self.warp_plate = warp_plate
         self._plate_xy: dict[int, np.ndarray] = {}  # face -> its vertices (x, y) when the plate was taken
@@ -129,17 +138,21 @@ class FaceStreamDecoder2:
         hdr = self.header
         index = full * hdr.frame_step
         return DecodedFrame(frame_index=index, ts=index / hdr.fps, seq=full, faces=faces,
-                            background=self._head_warp(faces), need_keyframe=tuple(sorted(self.need_keyframe)),
+                            background=self.head_warp(faces) if self.warp_plate else self.background,
+                            need_keyframe=tuple(sorted(self.need_keyframe)),
                             gap=gap, complete=not gap and not self.need_keyframe)
 
-    def _head_warp(self, faces: list[DecodedFace]) -> np.ndarray | None:
+    def head_warp(self, faces: list[DecodedFace]) -> np.ndarray | None:
         """The plate with the region around each face (hair, ears, neck) moved as one piece
         with the face: a 2D similarity from the face's vertices when the plate was taken to
         its vertices now, blended in through a feathered ellipse around the face (faded in as
         the head moves from 2% to 6% of its width away from where it was). The rest of
-        the plate stays put. A new array per frame (the plate itself is not changed)."""
+        the plate stays put. A new array per frame (the plate itself is not changed).
+        With ``warp_plate=False`` frames carry the plate as it is, and a caller that shows only
+        some of them (a live receiver that is behind) calls this for those, right after their
+        packet."""
         bg = self.background
-        if bg is None or not self.warp_plate or not self._plate_xy:
+        if bg is None or not self._plate_xy:
             return bg
         out = None
         h, w = bg.shape[:2]
@@ -184,11 +197,15 @@ class FaceStreamDecoder2:
             raise CodecError(f"stream uses codec basis {h.basis_id} (K={h.n_components}), this decoder has "
                              f"{self.basis.id} (K={self.basis.n_components})")
         old = self.header
-        if old is not None and (old.width, old.height, old.bundle_id, old.texture_size, old.frame_step) != (
-                h.width, h.height, h.bundle_id, h.texture_size, h.frame_step):
+        changed = old is not None and (old.width, old.height, old.bundle_id, old.texture_size, old.frame_step) != (
+            h.width, h.height, h.bundle_id, h.texture_size, h.frame_step)
+        restart = self._last_seq is not None and h.next_seq <= self._last_seq  # the sender restarted
+        if changed or restart:
+            self._resets.check()
+        if changed:
             self._faces.clear()
             self.background = None
-        if self._last_seq is not None and h.next_seq <= self._last_seq:  # the sender restarted
+        if restart:
             self._faces.clear()
             self._ids = None
         self._last_seq = h.next_seq - 1 if h.next_seq > 0 else None

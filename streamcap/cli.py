@@ -44,7 +44,18 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
 def _add_codec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kbps", type=float, default=None, help="target stream rate per face in kbit/s")
     p.add_argument("--quality", type=int, default=50, help="1 (smallest) .. 100 (best), when --kbps is not set")
-    p.add_argument("--keyframe-every", type=float, default=5.0, help="seconds between keyframes")
+    p.add_argument("--keyframe-every", type=float, default=5.0,
+                   help="format 1: seconds between keyframes (format 2 sends them when needed: a new face, a "
+                        "receiver's request, a scene change, a delta dearer than a keyframe)")
+
+
+def _add_v2_flags(p: argparse.ArgumentParser, old: str) -> None:
+    p.add_argument("--format", type=int, choices=(1, 2), default=2,
+                   help="stream format: 2 (default: compact packets, AV1 texture video; --kbps is the whole "
+                        f"stream) or 1 (the old msgpack/JPEG format, {old})")
+    p.add_argument("--texture-size", type=int, default=64, help="v2: side of the UV texture video (0: none)")
+    p.add_argument("--texture-fps", type=float, default=10.0, help="v2: texture pictures per second")
+    p.add_argument("--frame-step", type=int, default=1, help="v2: code every N-th frame (the decoder repeats)")
 
 
 def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.ArgumentParser:
@@ -69,6 +80,7 @@ def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.Argumen
     p.add_argument("--stats", type=Path, default=None, help="write frame rate, bytes and requests as JSON on exit")
     _add_model_flags(p)
     _add_codec_flags(p)
+    _add_v2_flags(p, "for receivers from before stream v2")
     p.set_defaults(func=h["send"])
 
     p = sub.add_parser("receive", help="subscribe to a sender, decode and re-render the faces")
@@ -92,12 +104,7 @@ def build_parser(handlers: dict[str, Handler] | None = None) -> argparse.Argumen
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: all)")
     _add_model_flags(p)
     _add_codec_flags(p)
-    p.add_argument("--format", type=int, choices=(1, 2), default=2,
-                   help="stream format: 2 (default: compact packets, AV1 texture video; --kbps is the whole "
-                        "stream) or 1 (the old msgpack/JPEG format)")
-    p.add_argument("--texture-size", type=int, default=64, help="v2: side of the UV texture video (0: none)")
-    p.add_argument("--texture-fps", type=float, default=10.0, help="v2: texture pictures per second")
-    p.add_argument("--frame-step", type=int, default=1, help="v2: code every N-th frame (the decoder repeats)")
+    _add_v2_flags(p, "for older readers")
     p.set_defaults(func=h["encode"])
 
     p = sub.add_parser("decode", help="decode a .scap stream and re-render it to video")

@@ -1,14 +1,23 @@
 """ZeroMQ transport: PUB/SUB fan-out of stream messages, a keyframe-request side channel,
 heartbeats and optional CurveZMQ encryption.
 
-Every multipart message is ``[envelope, *payload frames]``; the envelope is a small msgpack map
-``{"v": 1, "k": "d" | "h", "s": seq, "t": send time, "c": capture time}`` so receivers can
-measure latency and tell "waiting for sender" from "sender alive, no faces" (heartbeats). The
-payload frames are the face codec's, untouched. A slow receiver never stalls the sender: PUB
-drops silently at each receiver's high-water mark (the sender cannot see it), the receiver
-counts the gap in the envelope sequence numbers as lost messages, its decoder sees the gap in
-the codec's sequence numbers and asks for a keyframe on the side channel (ROUTER on the
-sender, DEALER on the receiver, the PUB port + 1).
+Two message layouts share the sockets (FORMAT.md §12):
+
+* stream v1: ``[envelope, *payload frames]``; the envelope is a small msgpack map
+  ``{"v": 1, "k": "d" | "h", "s": seq, "t": send time, "c": capture time}``. Heartbeats are
+  always this envelope alone (kind "h"), whatever the stream's version.
+* stream v2: one part, ``0xD2 · varint seq mod 2^14 · varint send ms mod 2^21 · varint
+  capture age ms + 1 (0: none) · packet`` (a 4-9 byte envelope, 7-8 in practice, before the
+  v2 packet). The receiver extends the short numbers from the last sequence number and its
+  own clock.
+
+The envelope lets receivers measure latency and tell "waiting for sender" from "sender alive,
+no faces" (heartbeats; a v2 sender sends them only while it sends nothing else). A slow
+receiver never stalls the sender: PUB drops silently at each receiver's high-water mark (the
+sender cannot see it), the receiver counts the gap in the envelope sequence numbers as lost
+messages, its decoder sees the gap in the codec's sequence numbers and asks for a keyframe on
+the side channel (ROUTER on the sender, DEALER on the receiver, the PUB port + 1): a msgpack
+``{"ids": ...}`` map (v1) or a v2 ``Request`` packet; a sender takes both.
 """
 
 from __future__ import annotations
@@ -31,19 +40,25 @@ from streamcap_codecs.limits import (
     MAX_REQUEST_BYTES,
     MAX_SEQ,
     MAX_SEQ_JUMP,
+    LIVE2_MAX_GAP,
+    LIVE2_SEQ_MOD,
+    LIVE2_TIME_MOD,
     REQUEST_ALL_MAX_S,
     REQUEST_ALL_MIN_S,
     REQUEST_FACE_MAX_S,
     REQUEST_FACE_MIN_S,
 )
 
-from .errors import InputError, StreamcapError
+from streamcap_codecs.packet import KIND_REQUEST, Reader, Request, pack, put_varint, unpack
+
+from .errors import CodecError, InputError, StreamcapError
 
 log = logging.getLogger(__name__)
 ENVELOPE_VERSION = 1
 HEARTBEAT_S = 0.5
 STALLED_S = 2.0
 MAX_ENVELOPE_BYTES = 1024
+LIVE2 = 0xD2  # first byte of a stream v2 message (a v1 envelope is a msgpack map: 0x80-0x8F)
 RECONNECT_MIN_S = 0.5  # a dropped connection is re-made at most this often
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
@@ -99,6 +114,90 @@ def parse_envelope(buf: bytes) -> Envelope:
         raise ValueError("envelope info must be a map")
     cap = env.get("c")
     return Envelope(kind, seq, float(env["t"]), None if cap is None else float(cap), info)
+
+
+@dataclass(frozen=True)
+class Envelope2:
+    """The short numbers of a v2 envelope, before the receiver extends them."""
+
+    seq_low: int
+    sent_ms_low: int
+    capture_age_ms: int | None
+    packet: bytes
+
+
+def pack_envelope2(seq: int, sent: float, capture: float | None, packet: bytes) -> bytes:
+    """One v2 live message: the short envelope, then the packet."""
+    out = bytearray([LIVE2])
+    put_varint(out, seq % LIVE2_SEQ_MOD)
+    put_varint(out, int(sent * 1000) % LIVE2_TIME_MOD)
+    age = 0 if capture is None else 1 + min(max(int(round((sent - capture) * 1000)), 0), LIVE2_TIME_MOD - 2)
+    put_varint(out, age)
+    return bytes(out) + packet
+
+
+def parse_envelope2(buf: bytes) -> Envelope2:
+    """A v2 live message -> its envelope and packet bytes; ValueError if the envelope is
+    malformed (the packet itself is the decoder's to check)."""
+    if not 2 <= len(buf) <= MAX_MESSAGE_PART or buf[0] != LIVE2:
+        raise ValueError(f"not a v2 live message ({len(buf)} bytes)")
+    r = Reader(buf, "live envelope")
+    try:
+        r.byte()
+        seq = r.varint(LIVE2_SEQ_MOD - 1, "seq")
+        sent = r.varint(LIVE2_TIME_MOD - 1, "send time")
+        age = r.varint(LIVE2_TIME_MOD - 1, "capture age")
+    except CodecError as exc:
+        raise ValueError(str(exc)) from exc
+    if not r.left:
+        raise ValueError("v2 live message without a packet")
+    return Envelope2(seq, sent, None if age == 0 else age - 1, bytes(r.data[r.pos:]))
+
+
+def extend_seq(low: int, last: int | None) -> int:
+    """The full envelope sequence number: the smallest one above ``last`` with these low bits."""
+    if last is None:
+        return low
+    nxt = last + 1
+    return nxt + (low - nxt) % LIVE2_SEQ_MOD
+
+
+def extend_time(low_ms: int, now: float) -> float:
+    """The send time (s) nearest ``now`` whose ms modulo 2^21 is ``low_ms``."""
+    now_ms = int(now * 1000)
+    half = LIVE2_TIME_MOD // 2
+    return (now_ms + (low_ms - now_ms + half) % LIVE2_TIME_MOD - half) / 1000.0
+
+
+def parse_message(parts: list[bytes], last_seq: int | None, now: float) -> tuple[Envelope, list[bytes], int]:
+    """One received ZeroMQ message -> (envelope, payload, stream version): a v2 message (one
+    part, first byte 0xD2) gives its packet as the one payload frame, its short numbers
+    extended from ``last_seq`` (the last envelope sequence number) and ``now`` (time.time());
+    anything else is a v1 envelope and payload frames. ValueError on a malformed envelope."""
+    if len(parts) == 1 and parts[0][:1] == bytes([LIVE2]):
+        e2 = parse_envelope2(parts[0])
+        sent = extend_time(e2.sent_ms_low, now)
+        cap = None if e2.capture_age_ms is None else sent - e2.capture_age_ms / 1000.0
+        return Envelope("d", extend_seq(e2.seq_low, last_seq), sent, cap, {}), [e2.packet], 2
+    if not parts:
+        raise ValueError("empty message")
+    return parse_envelope(parts[0]), list(parts[1:]), 1
+
+
+def parse_any_request(buf: bytes) -> list[int] | None:
+    """A keyframe request in either layout: a v2 ``Request`` packet (first byte 2) or the v1
+    msgpack map. ValueError if malformed."""
+    if buf[:1] == bytes([KIND_REQUEST]):
+        if len(buf) > MAX_REQUEST_BYTES:
+            raise ValueError(f"request of {len(buf)} bytes")
+        try:
+            req = unpack(buf)
+        except CodecError as exc:
+            raise ValueError(str(exc)) from exc
+        if not isinstance(req, Request):  # (cannot happen: the kind is the first byte's)
+            raise ValueError("not a request packet")
+        return None if req.face_id < 0 else [req.face_id]
+    return parse_request(buf)
 
 
 def parse_request(buf: bytes) -> list[int] | None:
@@ -237,6 +336,7 @@ class TransportStats:
     """Message counters of one side (sender: sent, dropped, requests; receiver: the rest)."""
 
     sent: int = 0
+    sent_bytes: int = 0  # data messages' bytes, envelopes included (not ZeroMQ's own framing)
     dropped: int = 0  # the send would have blocked (PUB itself drops silently at its high-water mark)
     received: int = 0  # data messages handed to the application
     malformed: int = 0  # envelopes (or requests) that did not parse: skipped
@@ -278,6 +378,7 @@ class Publisher:
         self.seq = 0
         self.stats = TransportStats()
         self._last_hb = 0.0
+        self._last_v2 = -math.inf  # when the last v2 message went out (v2 needs no heartbeat then)
         self.info: dict = {}
         self.limiter = RequestLimiter()
 
@@ -311,17 +412,36 @@ class Publisher:
         """Queue one message; False if the high-water mark dropped it (never blocks)."""
         self.heartbeat()
         try:
-            self.pub.send_multipart([self._envelope("d", capture_ts), *frames], flags=zmq.NOBLOCK, copy=False)
+            msg = [self._envelope("d", capture_ts), *frames]
+            self.pub.send_multipart(msg, flags=zmq.NOBLOCK, copy=False)
             self.stats.sent += 1
+            self.stats.sent_bytes += sum(len(m) for m in msg)
+            return True
+        except zmq.Again:
+            self.stats.dropped += 1
+            return False
+
+    def send_packet(self, packet: bytes, capture_ts: float | None = None) -> bool:
+        """Queue one stream v2 packet as one message (short envelope, FORMAT.md §12); False if
+        the high-water mark dropped it (never blocks)."""
+        self.heartbeat()
+        self.seq += 1
+        msg = pack_envelope2(self.seq, time.time(), capture_ts, packet)
+        try:
+            self.pub.send(msg, flags=zmq.NOBLOCK, copy=False)
+            self.stats.sent += 1
+            self.stats.sent_bytes += len(msg)
+            self._last_v2 = time.monotonic()
             return True
         except zmq.Again:
             self.stats.dropped += 1
             return False
 
     def heartbeat(self, force: bool = False) -> None:
-        """Tell receivers the sender is alive (rate-limited to one per HEARTBEAT_S)."""
+        """Tell receivers the sender is alive (rate-limited to one per HEARTBEAT_S; none while
+        v2 messages flow, which tell it themselves)."""
         now = time.monotonic()
-        if not force and now - self._last_hb < HEARTBEAT_S:
+        if not force and now - max(self._last_hb, self._last_v2) < HEARTBEAT_S:
             return
         self._last_hb = now
         try:
@@ -338,7 +458,7 @@ class Publisher:
             except zmq.Again:
                 break
             try:
-                self.limiter.add(parse_request(parts[-1]))
+                self.limiter.add(parse_any_request(parts[-1]))
                 self.stats.requests += 1
             except ValueError:
                 self.stats.malformed += 1
@@ -354,10 +474,13 @@ class Publisher:
 
 @dataclass
 class Received:
+    """One data message: v1 payload frames, or (``version`` 2) the one v2 packet."""
+
     frames: list[bytes]
     seq: int
     send_ts: float
     capture_ts: float | None
+    version: int = 1
 
 
 @dataclass
@@ -409,6 +532,7 @@ class Subscriber:
         self._last_reconnect = -math.inf
         self.sender_info: dict = {}
         self.handshake_error: str | None = None  # why the last connection attempt was refused
+        self.version: int | None = None  # stream version of the last data message (requests follow it)
 
     @property
     def heard_at(self) -> float | None:
@@ -434,12 +558,12 @@ class Subscriber:
                 continue
             parts = self.sub.recv_multipart()
             try:
-                env = parse_envelope(parts[0])
+                env, payload, version = parse_message(parts, self._last_env_seq, time.time())
             except ValueError:
                 self.stats.malformed += 1
                 continue
             self._last_heard = time.monotonic()
-            self._count_gap(env.seq)
+            self._count_gap(env.seq, LIVE2_MAX_GAP if version == 2 else MAX_SEQ_JUMP)
             if env.kind == "h":
                 self.stats.heartbeats += 1
                 self.sender_info = env.info
@@ -449,7 +573,8 @@ class Subscriber:
                 self.stats.lost += 1
                 continue
             self.stats.received += 1
-            return Received(list(parts[1:]), env.seq, env.sent, env.capture)
+            self.version = version
+            return Received(payload, env.seq, env.sent, env.capture, version)
 
     def _watch_connection(self) -> None:
         """Act on connection events: re-make a dropped connection (rate-limited), name a
@@ -490,21 +615,28 @@ class Subscriber:
         """True when a message is already waiting (the caller is behind the stream)."""
         return bool(self.sub.poll(0))
 
-    def _count_gap(self, seq: int) -> None:
+    def _count_gap(self, seq: int, max_jump: int = MAX_SEQ_JUMP) -> None:
         """Count envelopes that never arrived; a sequence that goes back is a restarted sender,
-        and one that jumps further than MAX_SEQ_JUMP a discontinuity (forged or foreign), not a
+        and one that jumps further than ``max_jump`` a discontinuity (forged or foreign), not a
         loss."""
         last = self._last_env_seq
-        if last is not None and last + 1 < seq <= last + 1 + MAX_SEQ_JUMP:
+        if last is not None and last + 1 < seq <= last + 1 + max_jump:
             self.stats.lost += seq - last - 1
         self._last_env_seq = seq
 
     def request_keyframe(self, face_ids: list[int] | None = None) -> None:
-        """Ask the sender for keyframes of ``face_ids`` (None: header, background and every face)."""
-        try:
-            self.dealer.send(msgpack.packb({"ids": face_ids}), flags=zmq.NOBLOCK)
-        except zmq.Again:
-            pass
+        """Ask the sender for keyframes of ``face_ids`` (None: header, background and every
+        face): as v2 ``Request`` packets once a v2 stream was heard, else as the v1 map (which
+        every sender takes, so a receiver that has heard nothing yet can still join)."""
+        if self.version == 2:
+            msgs = [pack(Request(-1))] if face_ids is None else [pack(Request(f)) for f in face_ids[:MAX_FACES]]
+        else:
+            msgs = [msgpack.packb({"ids": face_ids})]
+        for m in msgs:
+            try:
+                self.dealer.send(m, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass
 
     def close(self) -> None:
         self.sub.disable_monitor()

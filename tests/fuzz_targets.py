@@ -135,6 +135,32 @@ def decode_packets_v2(basis, layout, packets: Sequence[bytes], seqs: Sequence[in
     return n
 
 
+def receive_live_v2(basis, layout, messages: Sequence[bytes]) -> int:
+    """Raw one-part ZeroMQ messages -> the transport's parse (``parse_message``) -> the receive
+    loop's decoding half (``LiveDecoder``) -> the plate warp of each frame with a plate, as
+    ``streamcap receive`` handles them: nothing may raise. Returns frames decoded."""
+    import time
+
+    from streamcap.commands.live import LiveDecoder, ReceiverCodec
+    from streamcap.transport import Received, parse_message
+
+    live = LiveDecoder(ReceiverCodec(basis, layout, "synthetic"))
+    last: int | None = None
+    n = 0
+    for m in messages:
+        try:
+            env, payload, version = parse_message([bytes(m)], last, time.time())
+        except ValueError:
+            continue
+        last = env.seq
+        for fr in live.feed(Received(payload, env.seq, env.sent, env.capture, version)):
+            _check_frames([fr])
+            if fr.background is not None:
+                live.decoder.head_warp([f for f in fr.faces if f.vertices.size])
+            n += 1
+    return n
+
+
 def read_file_v2(basis, layout, data: bytes) -> int:
     """``.scap`` v2 bytes -> open, read every chunk's packets, decode them (the decode command's
     loop)."""
@@ -151,6 +177,7 @@ def read_file_v2(basis, layout, data: bytes) -> int:
 FILE = Target("scap file", read_file, (CodecError,))
 PACKETS_V2 = Target("wire v2 packets", decode_packets_v2, (CodecError,))
 FILE_V2 = Target("scap v2 file", read_file_v2, (CodecError,))
+LIVE_V2 = Target("live v2 messages", receive_live_v2, ())  # the receive loop raises nothing
 IMAGE = Target("image input", read_image_bytes, (InputError,))
 MANIFEST = Target("bundle manifest", load_manifest, (BundleError,))
 ENVELOPE = Target("transport envelope", parse_envelope, (ValueError,))

@@ -96,3 +96,37 @@ def forged_heads(size: int, every: int = 64) -> bytes:
         head = struct.pack("<IBBI", length, 1, 2, 3) + b"\x81\xa0\xc0" + struct.pack("<I", length - 12)
         buf[i * every:i * every + len(head)] = head
     return bytes(buf)
+
+
+@functools.lru_cache(maxsize=2)
+def v2_stream(n: int = 12, key_every: int = 0) -> tuple:
+    """A real stream v2 (synthetic faces through the v2 encoder, AV1 textures and plates) on a
+    small layout: (basis, layout, packets, .scap v2 bytes). ``key_every`` > 0: a keyframe for
+    everything (face list, plate) every that many frames, as receivers' requests would bring."""
+    import tempfile
+
+    from codec_synth import small_layout, synthetic_basis
+    from streamcap_codecs.encoder2 import FaceStreamEncoder2
+    from streamcap_codecs.scap2 import ScapWriter2
+
+    from streamcap.bundle import default_layout
+
+    layout = small_layout(default_layout(), 4)
+    basis, fields = synthetic_basis(layout, rank=8, k=8)
+    faces = face_sequence(layout, fields, n, seed=3, centre=(200, 240), size=1.2)
+    enc = FaceStreamEncoder2(basis, layout, fps=30.0, texture_size=64, max_key_s=0)
+    tex = texture(layout, 0)
+    img = np.full((240, 320, 3), 90, np.uint8)
+    packets = []
+    for i in range(n):
+        if key_every and i and i % key_every == 0:
+            enc.request_keyframe(None)
+        packets += enc.encode(img, [(5, faces[i], np.roll(tex, i, 1))])
+    enc.close()
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "s.scap"
+        with ScapWriter2(path, chunk_frames=4) as w:
+            for e in packets:
+                w.write(e.data, e.seq, e.key)
+        data = path.read_bytes()
+    return basis, layout, tuple(e.data for e in packets), data

@@ -340,3 +340,33 @@ def test_head_region_of_the_plate_moves_with_the_face(synth, small):
             assert 0.05 < same.mean() < 0.95  # ... the background away from it did not
         else:
             assert later is plate
+
+
+def test_live_sender_keys_once_per_session_and_on_request(synth, small):
+    """``streamcap send``'s v2 encoder: identity (a key section) with the first frame and when
+    asked, never on a clock, even with ``--keyframe-every`` left at its default (it is v1's);
+    a file's encoder keys every 10 s for seeking."""
+    from types import SimpleNamespace
+
+    from streamcap.cli import build_parser
+    from streamcap.commands.codec2 import make_encoder2
+
+    basis, faces = synth
+    args = build_parser().parse_args(["send", "--video", "x.mp4", "--texture-size", "0"])
+    bundle = SimpleNamespace(layout=small, name="synthetic")
+    keys = {}
+    for live in (True, False):
+        enc = make_encoder2(basis, bundle, args, fps=2.0, live=live)  # 2 fps: 60 frames are 30 s
+        keys[live], ids = [], None
+        for i in range(60):
+            if live and i == 40:
+                enc.request_keyframe(None)
+            for e in enc.encode(None, [(5, faces[i], None)]):
+                p = unpack(e.data, ids)
+                if isinstance(p, FramePacket):
+                    ids = p.face_ids or ids
+                    if p.sections[0].key:
+                        keys[live].append(i)
+        enc.close()
+    assert keys[True] == [0, 40]
+    assert keys[False] == [0, 20, 40]

@@ -25,13 +25,15 @@ from fuzz_targets import (
     FILE,
     FILE_V2,
     IMAGE,
+    LIVE_V2,
     MANIFEST,
     PACKETS_V2,
     REQUEST,
     check,
     decode_messages,
+    receive_live_v2,
 )
-from hostile_streams import corpus, flat, real_stream, shipped_codec
+from hostile_streams import corpus, flat, real_stream, shipped_codec, v2_stream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from streamcap_codecs import FaceStreamDecoder, ScapWriter
@@ -210,44 +212,12 @@ def test_fuzz_scap_file(data):
 # ------------------------------------------------------------------------------ stream v2
 
 
-@functools.lru_cache(maxsize=1)
-def _v2_seed() -> tuple:
-    """A real v2 stream (synthetic faces through the v2 encoder with AV1 textures and plates)
-    on a small layout: (basis, layout, packets, .scap v2 bytes)."""
-    import tempfile
-    from pathlib import Path
-
-    from codec_synth import face_sequence, small_layout, synthetic_basis, texture
-    from streamcap_codecs.encoder2 import FaceStreamEncoder2
-    from streamcap_codecs.scap2 import ScapWriter2
-
-    from streamcap.bundle import default_layout
-
-    layout = small_layout(default_layout(), 4)
-    basis, fields = synthetic_basis(layout, rank=8, k=8)
-    faces = face_sequence(layout, fields, 12, seed=3, centre=(200, 240), size=1.2)
-    enc = FaceStreamEncoder2(basis, layout, fps=30.0, texture_size=64)
-    tex = texture(layout, 0)
-    img = np.full((240, 320, 3), 90, np.uint8)
-    packets = []
-    for i in range(12):
-        packets += enc.encode(img, [(5, faces[i], np.roll(tex, i, 1))])
-    enc.close()
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "s.scap"
-        with ScapWriter2(path, chunk_frames=4) as w:
-            for e in packets:
-                w.write(e.data, e.seq, e.key)
-        data = path.read_bytes()
-    return basis, layout, [e.data for e in packets], data
-
-
 @examples(0.05)  # each example runs AV1 decoding: ~10 in CI, 250 in the long profile
 @given(data=st.data())
 def test_fuzz_wire_v2_packets(data):
     """Real v2 packets, some mutated (bytes, splices from other packets), dropped or repeated:
     the v2 decoder returns frames or raises CodecError, and keeps decoding."""
-    basis, layout, packets, _ = _v2_seed()
+    basis, layout, packets, _ = v2_stream()
     pkts = list(packets)
     for _ in range(data.draw(st.integers(1, 4), label="packets hit")):
         i = data.draw(st.integers(0, len(pkts) - 1))
@@ -261,11 +231,50 @@ def test_fuzz_wire_v2_packets(data):
     check(PACKETS_V2, basis, layout, [p for p in pkts if p])
 
 
+def _live_v2(packets, t0: float) -> list[bytes]:
+    from streamcap.transport import pack_envelope2
+
+    return [pack_envelope2(i + 1, t0 + i / 30, t0 + i / 30 - 0.02, p) for i, p in enumerate(packets)]
+
+
+def test_live_v2_receive_loop_decodes_the_seed():
+    """The live target's wiring: the unharmed seed, in live envelopes, decodes every frame."""
+    import time
+
+    basis, layout, packets, _ = v2_stream()
+    assert receive_live_v2(basis, layout, _live_v2(packets, time.time())) == len(packets) - 1  # (one header)
+
+
+@examples(0.05)
+@given(data=st.data())
+def test_fuzz_live_v2_messages(data):
+    """Real v2 packets in live envelopes, as ``streamcap receive`` gets them off the socket,
+    envelopes or packets mutated, some dropped or repeated: the receive loop's decoding half
+    (transport parse, LiveDecoder, plate warp) counts and skips what is bad and never raises."""
+    import time
+
+    basis, layout, packets, _ = v2_stream()
+    msgs = _live_v2(packets, time.time())
+    for _ in range(data.draw(st.integers(1, 4), label="messages hit")):
+        i = data.draw(st.integers(0, len(msgs) - 1))
+        op = data.draw(st.sampled_from(["envelope", "packet", "packet", "drop", "repeat"]))
+        if op == "envelope":
+            msgs[i] = mutate_bytes(data, msgs[i][:8]) + msgs[i][8:]
+        elif op == "packet":
+            p = mutate_bytes(data, packets[i], splice=packets[data.draw(st.integers(0, len(packets) - 1))])
+            msgs[i] = _live_v2([p], time.time())[0] if p else b"\xd2"
+        elif op == "drop":
+            del msgs[i]
+        else:
+            msgs.insert(i, msgs[i])
+    check(LIVE_V2, basis, layout, msgs)
+
+
 @examples(0.05)
 @given(data=st.data())
 def test_fuzz_scap_v2_file(data):
     """A real .scap v2 damaged anywhere: opening it raises CodecError or reading decodes what is whole."""
-    basis, layout, _, buf = _v2_seed()
+    basis, layout, _, buf = v2_stream()
     if data.draw(st.booleans()):
         buf = mutate_bytes(data, buf, max_ops=8)
     else:

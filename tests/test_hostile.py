@@ -305,9 +305,90 @@ def test_08_forged_stream_headers_cannot_stop_rendering():
     assert with_faces >= 15  # of 30 frames
 
 
-def test_09_keyframe_request_flood_is_rate_limited():
+@pytest.mark.parametrize("limit", [1.0, 0.0])
+def test_08_forged_v2_stream_headers_cannot_stop_decoding(limit):
+    """Stream v2: 20 forged headers a second (a restart and a new frame size each) between real
+    packets. With the live receiver's limit (one reset a second) real frames keep decoding with
+    fresh faces; without it (0: a file reader) nearly all go stale, which shows the test bites."""
+    from dataclasses import replace
+
+    from hostile_streams import v2_stream
+    from streamcap_codecs.decoder2 import FaceStreamDecoder2
+    from streamcap_codecs.packet import pack, unpack
+
+    basis, layout, packets, _ = v2_stream(30, key_every=4)
+    hdr = unpack(packets[0])
+    clock = [0.0]
+    dec = FaceStreamDecoder2(basis, layout, posmaps=False, warp_plate=False, min_restart_s=limit,
+                             clock=lambda: clock[0])
+    fresh = rejected = 0
+    for i, p in enumerate(packets):
+        clock[0] = i * 0.05
+        if i > 1:
+            try:
+                dec.feed(pack(replace(hdr, next_seq=0, width=64 + 2 * i, height=48)))
+            except CodecError:
+                rejected += 1
+        try:
+            fr = dec.feed(p)
+        except CodecError:
+            continue
+        fresh += fr is not None and bool(fr.faces) and not any(f.stale for f in fr.faces)
+    if limit:
+        assert rejected >= 0.8 * (len(packets) - 2)
+        assert fresh >= 20  # of 30 frames
+    else:
+        assert rejected == 0 and fresh <= 10
+
+
+def test_08_forged_headers_cannot_flip_a_live_receiver_between_versions_or_bundles():
+    """A v1 stream with forged v2 headers of the same codec between its messages: the receive
+    loop takes a header of another version only when the stream in use has gone quiet for a
+    second, so the v1 frames keep decoding; once the v1 stream stops, a v2 header is taken."""
+    from streamcap_codecs.packet import StreamHeader2, pack, unpack
+
+    from streamcap.commands.live import LiveDecoder, ReceiverCodec
+    from streamcap.transport import Received
+
+    bundle, basis = shipped_codec()
+    clock = [0.0]
+    live = LiveDecoder(ReceiverCodec(basis, bundle.layout, bundle.name), clock=lambda: clock[0])
+    forged = pack(StreamHeader2(0, bundle.name, bundle.layout.hash, basis.id, basis.n_components, 10000, 1,
+                                160, 120, 64))
+    fresh = 0
+    msgs = flat(real_stream(30))
+    for i, m in enumerate(msgs):
+        clock[0] = i * 0.01
+        if clock[0] > 0.05:  # (once the first frames decoded)
+            live.feed(Received([forged], i, 0.0, None, 2))
+        for fr in live.feed(Received(to_frames(m), i, 0.0, None, 1)):
+            fresh += bool(fr.faces) and not any(f.stale for f in fr.faces)
+    assert live.version == 1 and live.bad > 0
+    assert fresh >= 25  # of 30 frames
+    clock[0] += 0.5
+    live.feed(Received([forged], 0, 0.0, None, 2))
+    assert live.version == 1  # the v1 stream stopped only half a second ago
+    clock[0] += 0.6
+    live.feed(Received([forged], 0, 0.0, None, 2))
+    assert live.version == 2 and live.header == unpack(forged)
+
+
+def _requests(layout: int) -> tuple[bytes, bytes, bytes, bytes]:
+    """(everything, face 3, malformed, oversized) keyframe requests, v1 msgpack or v2 packets."""
+    if layout == 1:
+        return (msgpack.packb({"ids": None}), msgpack.packb({"ids": [3]}),
+                msgpack.packb({"ids": list(range(300))}),  # more than MAX_FACES ids
+                msgpack.packb({"ids": list(range(10_000))}))
+    from streamcap_codecs.packet import Request, pack
+
+    return pack(Request(-1)), pack(Request(3)), pack(Request(3)) + b"junk", b"\x02" + b"\x80" * 5000
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_09_keyframe_request_flood_is_rate_limited(layout):
     from streamcap.transport import Publisher
 
+    everything, face3, malformed, oversized = _requests(layout)
     pub = Publisher("tcp://127.0.0.1:*")
     ctx = zmq.Context.instance()
     dealer = ctx.socket(zmq.DEALER)
@@ -316,9 +397,9 @@ def test_09_keyframe_request_flood_is_rate_limited():
     try:
         honoured, t0 = [], time.monotonic()
         for _ in range(60):  # a request for everything every 20 ms, for about 1.2 s
-            dealer.send(msgpack.packb({"ids": None}))
-            dealer.send(msgpack.packb({"ids": [3]}))
-            dealer.send(msgpack.packb({"ids": list(range(300))}))  # more than MAX_FACES ids: malformed
+            dealer.send(everything)
+            dealer.send(face3)
+            dealer.send(malformed)
             honoured += pub.poll_requests()
             time.sleep(0.02)
         time.sleep(0.2)
@@ -330,7 +411,7 @@ def test_09_keyframe_request_flood_is_rate_limited():
         assert 1 <= alls <= elapsed / REQUEST_ALL_MIN_S + 1
         assert 1 <= faces <= elapsed / REQUEST_FACE_MIN_S + 1
         before = pub.stats.requests + pub.stats.malformed
-        dealer.send(msgpack.packb({"ids": list(range(10_000))}))  # over MAX_REQUEST_BYTES: the peer is dropped
+        dealer.send(oversized)  # over MAX_REQUEST_BYTES: the peer is dropped
         time.sleep(0.2)
         pub.poll_requests()
         assert pub.stats.requests + pub.stats.malformed == before
@@ -485,6 +566,9 @@ def test_14_15_bad_output_paths_fail_up_front_in_one_line(tmp_path, base):
 def test_17_18_nan_timeout_and_out_of_range_ports_are_refused():
     assert "--timeout" in one_line_error(streamcap("receive", "--headless", "--timeout", "nan", timeout=30))
     assert "--keyframe-every" in one_line_error(streamcap("send", "--video", "x.mp4", "--keyframe-every", "nan"))
+    for cmd, flag, value in ((["send", "--video"], "--texture-size", "3"), (["encode"], "--texture-fps", "nan"),
+                             (["send", "--video"], "--frame-step", "0")):  # the v2 flags, before anything loads
+        assert flag in one_line_error(streamcap(*cmd, "x.mp4", flag, value))
     for ep in ("tcp://127.0.0.1:99999", "tcp://127.0.0.1:65535", "tcp://127.0.0.1:0"):
         assert "outside 1..65534" in one_line_error(streamcap("receive", "--headless", "--connect", ep))
 

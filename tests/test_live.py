@@ -1,5 +1,6 @@
 """The live path end to end: ``streamcap send`` on a real clip and ``streamcap receive``
-processes on 127.0.0.1 (random ports), with the shipped model bundle.
+processes on 127.0.0.1 (random ports), with the shipped model bundle. The module's sender
+speaks stream v2 (the default); one test runs a ``--format 1`` sender.
 
 Every process runs in its own process group with a wall-clock limit and is killed in
 ``finally``; receivers also carry ``--timeout`` so none waits for a sender forever. Assertions
@@ -242,9 +243,19 @@ def test_message_loss_recovers_through_keyframe_requests(sender, tmp_path):
     assert fresh >= 10
 
 
+def _junk_v2() -> list[bytes]:
+    """v2 packets a receiver must count as bad and skip, each failing before any state changes."""
+    from streamcap_codecs.packet import StreamHeader2, pack
+
+    forged = pack(StreamHeader2(0, "nobody", "0" * 16, "0" * 16, 64, 30000, 1, 64, 64, 64))
+    return [b"\x03 kind 3 is no packet", b"\x04\xff", b"\x01\x09 header of wire version 9", forged, b"\x02",
+            b"\x0c" + b"\xff" * 12]
+
+
 def _forward_with_junk(endpoint: str, stop: threading.Event, injected: dict[str, int], ready: list[str]) -> None:
     """Relay the sender's stream to a new endpoint (and keyframe requests back), injecting junk
-    after every third message: broken envelopes and messages the codec must reject."""
+    after every third message: broken envelopes and messages the codec must reject, of the
+    stream's own version."""
     from streamcap.transport import Publisher, Subscriber
 
     up, down = Subscriber(endpoint), Publisher("tcp://127.0.0.1:*")
@@ -258,9 +269,21 @@ def _forward_with_junk(endpoint: str, stop: threading.Event, injected: dict[str,
             if r is None:
                 down.heartbeat()
                 continue
-            down.send(r.frames, capture_ts=r.capture_ts)
+            if r.version == 2:
+                down.send_packet(r.frames[0], capture_ts=r.capture_ts)
+            else:
+                down.send(r.frames, capture_ts=r.capture_ts)
             n += 1
             if n % 3:
+                continue
+            if r.version == 2:
+                junk_envelopes = [[b"\xd2"], [b"\xd2" + b"\xff" * 11 + b"\x00"], [b"\xd2\x80\x80\x80\x01\x00\x00x"],
+                                  [msgpack.packb({"v": 99, "k": "d", "s": 1, "t": 0.0})]]
+                down.pub.send_multipart(junk_envelopes[n // 3 % len(junk_envelopes)])
+                injected["envelopes"] += 1
+                junk = _junk_v2()
+                down.send_packet(junk[n // 3 % len(junk)])
+                injected["messages"] += 1
                 continue
             head = msgpack.unpackb(r.frames[0])
             junk_envelopes = [[b"\xc1 not msgpack"], [msgpack.packb({"v": 99, "k": "d", "s": 1, "t": 0.0})]]
@@ -276,27 +299,47 @@ def _forward_with_junk(endpoint: str, stop: threading.Event, injected: dict[str,
         down.close()
 
 
-def test_malformed_messages_are_counted_and_skipped(sender, tmp_path):
+def _receive_through_junk(endpoint: str, tmp_path: Path, frames: int) -> tuple[dict, dict[str, int], str]:
+    """A receiver behind the junk relay until it rendered ``frames``: (its stats, injected, stderr)."""
     stop, injected, ready = threading.Event(), {"envelopes": 0, "messages": 0}, []
-    t = threading.Thread(target=_forward_with_junk, args=(sender.endpoint, stop, injected, ready), daemon=True)
+    t = threading.Thread(target=_forward_with_junk, args=(endpoint, stop, injected, ready), daemon=True)
     t.start()
     r = None
     try:
         end = time.monotonic() + 10
         while not ready and time.monotonic() < end:
             time.sleep(0.05)
-        r = receive(ready[0], tmp_path / "r.json", "--frames", "15")
+        r = receive(ready[0], tmp_path / "r.json", "--frames", frames)
         assert r.wait() == 0, r.stderr
     finally:
         stop.set()
         t.join(10)
         if r is not None:
             r.kill()
-    s = load(tmp_path / "r.json")
-    assert s["rendered"] == 15 and "Traceback" not in r.stderr
+    return load(tmp_path / "r.json"), injected, r.stderr
+
+
+def test_malformed_messages_are_counted_and_skipped(sender, tmp_path):
+    s, injected, err = _receive_through_junk(sender.endpoint, tmp_path, 15)
+    assert s["rendered"] == 15 and "Traceback" not in err
     assert injected["envelopes"] > 0 and s["malformed"] > 0 and s["bad"] > 0
     assert s["malformed"] <= injected["envelopes"] and s["bad"] <= injected["messages"]
     assert sum(1 for f in s["frame_log"] if f["faces"] and not any(st for _, st, _ in f["faces"])) >= 10
+    assert "bundle 'nobody'" in err  # the forged header's bundle is named once, its packets skipped
+
+
+def test_format_1_sender_is_received_too(clip, tmp_path):
+    """``send --format 1`` (for receivers from before stream v2): a receiver tells the version
+    from what arrives, joins through a v1 request, decodes, and skips v1 junk."""
+    s = send(clip, "--format", "1")
+    try:
+        ep = s.wait_for(r"sending on (tcp://127\.0\.0\.1:\d+) \(stream v1").group(1)
+        st, injected, err = _receive_through_junk(ep, tmp_path, 10)
+    finally:
+        s.kill()
+    assert st["rendered"] == 10 and "Traceback" not in err
+    assert st["malformed"] > 0 and st["bad"] > 0 and st["bad"] <= injected["messages"]
+    assert sum(1 for f in st["frame_log"] if f["faces"] and not any(x for _, x, _ in f["faces"])) >= 6
 
 
 def test_wrong_curve_key_decodes_nothing(clip, tmp_path):

@@ -198,3 +198,100 @@ def test_bad_loss_probability_and_endpoint_are_refused():
         Subscriber("tcp://127.0.0.1:5999", drop_probability=1.5)
     with pytest.raises(ValueError, match="tcp://HOST:PORT"):
         Subscriber("ipc:///tmp/x")
+
+
+def test_v2_packet_is_one_message_with_a_short_envelope():
+    """A v2 packet travels as one message part: 0xD2, three varints (5-7 bytes), the packet;
+    the receiver gets the packet back with send and capture times and says version 2."""
+    from streamcap.transport import LIVE2
+
+    pub = Publisher("tcp://127.0.0.1:*")
+    sub = Subscriber(pub.endpoint)
+    raw = zmq.Context.instance().socket(zmq.SUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.setsockopt(zmq.SUBSCRIBE, bytes([LIVE2]))
+    raw.connect(pub.endpoint)
+    try:
+        settle(pub, [sub])
+        time.sleep(0.1)
+        t = time.time()
+        packets = [b"\x08" + bytes([i]) * (i + 1) for i in range(20)]
+        for p in packets:
+            assert pub.send_packet(p, capture_ts=t - 0.04)
+        got = [sub.recv(1.0) for _ in packets]
+        assert [g.frames for g in got] == [[p] for p in packets]
+        assert all(g.version == 2 for g in got) and sub.version == 2
+        assert all(abs(g.send_ts - t) < 0.5 and abs(g.send_ts - g.capture_ts - 0.04) < 0.002 for g in got)
+        assert [g.seq for g in got] == list(range(got[0].seq, got[0].seq + 20))
+        wire = raw.recv()
+        assert wire[0] == LIVE2 and 5 <= len(wire) - len(packets[0]) <= 7
+        assert sub.stats.lost == 0 and sub.stats.malformed == 0
+    finally:
+        raw.close()
+        sub.close()
+        pub.close()
+
+
+def test_v2_short_numbers_extend_across_their_wrap():
+    from streamcap.transport import extend_seq, extend_time, pack_envelope2, parse_envelope2
+
+    assert extend_seq(5, None) == 5
+    assert extend_seq(0, (1 << 14) - 1) == 1 << 14  # the next one after the wrap
+    assert extend_seq(3, 100_000) == 100_000 + 1 + (3 - 100_001) % (1 << 14)
+    now = 1_700_000_000.0
+    for age in (0.0, 0.05, 3.0, -0.2):  # (a sender clock slightly ahead, too)
+        e = parse_envelope2(pack_envelope2(7, now - age, now - age - 0.01, b"\x00"))
+        assert abs(extend_time(e.sent_ms_low, now) - (now - age)) < 0.002 and e.capture_age_ms == 10
+    wrap = (int(now * 1000) // (1 << 21) + 1) * (1 << 21) / 1000  # a send time just past a wrap
+    e = parse_envelope2(pack_envelope2(1, wrap + 0.01, None, b"\x00"))
+    assert abs(extend_time(e.sent_ms_low, wrap - 0.02) - (wrap + 0.01)) < 0.002 and e.capture_age_ms is None
+
+
+def test_v2_envelope_gaps_are_losses_and_far_jumps_are_not():
+    from streamcap_codecs.limits import LIVE2_MAX_GAP
+
+    from streamcap.transport import pack_envelope2, parse_message
+
+    sub = Subscriber("tcp://127.0.0.1:9")  # (nothing there: only its counting is used)
+    try:
+        last = None
+        for seq in (1, 2, 5, 6, 6 + 5000):  # 2 lost, then a jump wider than LIVE2_MAX_GAP (a restart)
+            msg = [pack_envelope2(seq, time.time(), None, b"\x00")]
+            env, payload, version = parse_message(msg, last, time.time())
+            assert version == 2 and payload == [b"\x00"]
+            sub._count_gap(env.seq, LIVE2_MAX_GAP)
+            last = env.seq
+        assert sub.stats.lost == 2 and last == 5006
+    finally:
+        sub.close()
+
+
+def test_receiver_requests_follow_the_stream_version():
+    """Before it has heard anything a receiver asks in the v1 layout (every sender takes it);
+    after a v2 message, as v2 Request packets. The sender honours both."""
+    from streamcap_codecs.packet import Request, pack
+
+    pub = Publisher("tcp://127.0.0.1:*")
+    sub = Subscriber(pub.endpoint)
+    try:
+        settle(pub, [sub])
+        sub.request_keyframe(None)
+        pub.send_packet(b"\x00")
+        assert sub.recv(1.0).version == 2
+        sub.request_keyframe([3, 4])
+        raw, t0 = [], time.monotonic()
+        while len(raw) < 3 and time.monotonic() - t0 < 2.0:
+            try:
+                raw.append(pub.router.recv_multipart(flags=zmq.NOBLOCK)[-1])
+            except zmq.Again:
+                time.sleep(0.01)
+        assert raw[0][:1] == b"\x81" and raw[1:] == [pack(Request(3)), pack(Request(4))]
+        sub.request_keyframe(None)
+        reqs = []
+        while time.monotonic() - t0 < 2.0 and not reqs:
+            reqs += pub.poll_requests()
+            time.sleep(0.01)
+        assert reqs == [None]
+    finally:
+        sub.close()
+        pub.close()

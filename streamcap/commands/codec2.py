@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from ..errors import CodecError
-from .common import GracefulStop
+from ..errors import CodecError, InputError
+from .common import GracefulStop, check_number
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +31,39 @@ def bits_line(stats, frames: int, fps: float, container_bytes: int) -> str:
     return "kbit/s by kind: " + ", ".join(parts)
 
 
-def run_encode2(args: argparse.Namespace) -> int:
+def check_v2_flags(args: argparse.Namespace) -> None:
+    """The v2 flags of ``encode`` / ``send``, checked before anything loads (InputError)."""
+    from streamcap_codecs.av1 import MIN_SIDE
+    from streamcap_codecs.limits import MAX_TEXTURE_SIDE
+
+    check_number("--texture-fps", args.texture_fps, 0.01, 1000.0)
+    t = args.texture_size
+    if t and (t < MIN_SIDE or t % 2 or t > MAX_TEXTURE_SIDE):
+        raise InputError(f"--texture-size must be 0 or an even number in [{MIN_SIDE}, {MAX_TEXTURE_SIDE}], got {t}")
+    if not 1 <= args.frame_step <= 255:
+        raise InputError(f"--frame-step must be in [1, 255], got {args.frame_step}")
+
+
+def make_encoder2(basis, bundle, args: argparse.Namespace, fps: float, live: bool = False):
+    """The v2 face-stream encoder for the codec flags in ``args``. A file gets a keyframe at
+    least every 10 s (seek points); a live stream none on a clock: receivers ask for one when
+    they join or lose packets."""
     from streamcap_codecs.encoder2 import FaceStreamEncoder2
+
+    return FaceStreamEncoder2(basis, bundle.layout, fps=fps, kbps=args.kbps, quality=args.quality,
+                              texture_size=args.texture_size, texture_fps=args.texture_fps,
+                              frame_step=args.frame_step, bundle_id=bundle.name, max_key_s=0.0 if live else 10.0)
+
+
+def run_encode2(args: argparse.Namespace) -> int:
     from streamcap_codecs.scap2 import ScapWriter2
     from tqdm import tqdm
 
     from .codec import open_encode
 
+    check_v2_flags(args)
     bundle, basis, src, out, pipe = open_encode(args)
-    enc = FaceStreamEncoder2(basis, bundle.layout, fps=src.fps, kbps=args.kbps, quality=args.quality,
-                             texture_size=args.texture_size, texture_fps=args.texture_fps,
-                             frame_step=args.frame_step, bundle_id=bundle.name)
+    enc = make_encoder2(basis, bundle, args, src.fps)
     total = args.max_frames or src.frame_count or None
     frames = 0
     t0 = time.perf_counter()

@@ -102,6 +102,11 @@ def run_send(args: argparse.Namespace) -> int:
         raise InputError("--kbps must be positive")
     check_number("--kbps", args.kbps, 0.0)
     check_number("--keyframe-every", args.keyframe_every, 0.0)
+    v2 = args.format == 2
+    if v2:
+        from .codec2 import check_v2_flags
+
+        check_v2_flags(args)
     check_writable(args.stats, "--stats")
     curve = CurveKeys(args.curve_keys) if args.curve_keys else None
     if curve is not None:
@@ -109,7 +114,7 @@ def run_send(args: argparse.Namespace) -> int:
     # the cheap checks first: a missing camera or video fails before the model loads
     src = open_source(camera=args.camera, video=args.video, loop=args.loop, realtime=args.realtime)
     live = args.camera is not None or args.realtime
-    pub = latest = pipe = None
+    pub = latest = pipe = enc = None
     status = Status("streamcap send")
     frames = sent_bytes = requests = encode_errors = 0
     t0 = time.monotonic()
@@ -121,9 +126,14 @@ def run_send(args: argparse.Namespace) -> int:
 
             basis = load_codec(bundle)
             pipe = FacePipeline.create(bundle, args.backend, args.threads, args.detector, args.landmarks)
-            enc = make_encoder(basis, bundle, args, src.fps)
+            if v2:
+                from .codec2 import make_encoder2
+
+                enc = make_encoder2(basis, bundle, args, src.fps, live=True)
+            else:
+                enc = make_encoder(basis, bundle, args, src.fps)
             pub = Publisher(args.bind, curve=curve)
-            status.event(f"sending on {pub.endpoint} (keyframe requests on the next port)")
+            status.event(f"sending on {pub.endpoint} (stream v{args.format}; keyframe requests on the next port)")
             if live:
                 latest = LatestFrame(src)
                 stop.callbacks.append(latest.stop)
@@ -139,15 +149,24 @@ def run_send(args: argparse.Namespace) -> int:
                         enc.request_keyframe(fid)
                 faces = res.codec_input()
                 try:
-                    out = [to_frames(m) for m in enc.encode(res.image, faces, ts=res.timestamp,
-                                                            frame_index=res.index)]
+                    if v2:  # (the encoder samples each face's texture from the frame itself)
+                        out = [e.data for e in enc.encode(res.image, [(tid, v, None) for tid, v, _ in faces])]
+                    else:
+                        out = [to_frames(m) for m in enc.encode(res.image, faces, ts=res.timestamp,
+                                                                frame_index=res.index)]
                 except (ValueError, CodecError) as exc:  # one bad frame must not end the stream
                     encode_errors += 1
                     log.warning("frame %d not sent: %s", res.index, exc)
                     out = []
+                    if v2:  # the encoder may have moved on for some faces: resynchronise everyone
+                        enc.request_keyframe(None)
                 for fr in out:
-                    sent_bytes += sum(len(x) for x in fr)
-                    pub.send(fr, capture_ts=frame.wall)
+                    if v2:
+                        sent_bytes += len(fr)
+                        pub.send_packet(fr, capture_ts=frame.wall)
+                    else:
+                        sent_bytes += sum(len(x) for x in fr)
+                        pub.send(fr, capture_ts=frame.wall)
                 frames += 1
                 stage_ms.append(res.times.detect + res.times.track + res.times.engine)
                 times.append(time.monotonic())
@@ -166,6 +185,8 @@ def run_send(args: argparse.Namespace) -> int:
                 pub.close()
             if pipe is not None:
                 pipe.close()
+            if v2 and enc is not None:
+                enc.close()
             if latest is None or latest.close(2.0):
                 src.close()  # (a reader thread still inside the source keeps it: the process is ending)
             status.done()
@@ -173,7 +194,10 @@ def run_send(args: argparse.Namespace) -> int:
             skipped = latest.skipped if latest is not None else 0
             if args.stats is not None:
                 write_json(args.stats, {
-                    "frames": frames, "skipped": skipped, "bytes": sent_bytes, "seconds": round(secs, 3),
+                    "format": args.format, "frames": frames, "skipped": skipped, "bytes": sent_bytes,
+                    "wire_bytes": pub.stats.sent_bytes if pub is not None else 0,
+                    "stream_kbps": round(sent_bytes * 8 / 1000 / max(frames / src.fps, 1e-6), 3) if frames else None,
+                    "seconds": round(secs, 3),
                     "fps": round(frames / secs, 2), "keyframe_requests": requests, "encode_errors": encode_errors,
                     "track_model_ms": summarise(stage_ms, digits=2), "stopped_by": stop.name or None})
     how = f"stopped by {stop.name} after" if stop.requested else "sent"
@@ -251,37 +275,137 @@ class ReceiveStats:
         }
 
 
-class _Codec:
-    """The bundle-dependent half of a receiver: decoder and renderer for one codec basis."""
+class ReceiverCodec:
+    """The bundle-dependent half of a receiver: a stream v1 and a stream v2 decoder for one
+    codec basis (a stream header picks which one is in use)."""
 
-    def __init__(self, bundle: Any, basis: Any, window: bool, old: _Codec | None = None) -> None:
+    def __init__(self, basis: Any, layout: Any, name: str) -> None:
         from streamcap_codecs.decoder import FaceStreamDecoder
+        from streamcap_codecs.decoder2 import FaceStreamDecoder2
         from streamcap_codecs.limits import MIN_RESTART_S
 
-        from ..render import FaceRenderer
-
-        self.bundle, self.basis = bundle, basis
-        self.decoder = FaceStreamDecoder(self.basis, bundle.layout, min_restart_s=MIN_RESTART_S)
-        if old is not None and old.bundle.layout.hash == bundle.layout.hash:
-            self.renderer, old.renderer = old.renderer, None
-        else:
-            if old is not None:
-                old.close()
-            self.renderer = FaceRenderer(640, 480, bundle.layout, window=window)
+        self.basis, self.layout, self.name = basis, layout, name
+        self.decoder = FaceStreamDecoder(basis, layout, min_restart_s=MIN_RESTART_S)
+        # the plate warp (the head's surroundings follow it) is made only for frames shown
+        self.decoder2 = FaceStreamDecoder2(basis, layout, warp_plate=False, min_restart_s=MIN_RESTART_S)
 
     def accepts(self, hdr: Any) -> bool:
-        return hdr.basis_id == self.basis.id and hdr.layout_hash == self.bundle.layout.hash
-
-    def close(self) -> None:
-        if self.renderer is not None:
-            self.renderer.close()
-            self.renderer = None
+        return hdr.basis_id == self.basis.id and hdr.layout_hash == self.layout.hash
 
 
-def stuck_after(sender_info: dict) -> float:
+class LiveDecoder:
+    """The decoding half of the receive loop: each data message, stream v1 (payload frames) or
+    v2 (one packet), as the transport tells them apart, -> decoded frames. A stream header
+    picks the version and the codec (the one loaded, else a shipped bundle the header names,
+    if ``look_up``). A header of another version or bundle is taken only when the stream in use
+    has given no frame for MIN_RESTART_S (a sender that restarted in another format has gone
+    quiet; forged headers between a live stream's messages change nothing), and messages of the
+    version not in use are skipped. A message that does not parse or decode is counted in
+    ``bad`` and skipped, never raised."""
+
+    def __init__(self, codec: ReceiverCodec | None, look_up: bool = False, event: Any = None,
+                 clock: Any = time.monotonic) -> None:
+        self.codec, self.look_up, self._event, self._clock = codec, look_up, event, clock
+        self.version: int | None = None  # of the stream being decoded
+        self.bad = 0
+        self.frame_messages = 0  # frame messages seen (FrameStart / v2 frame packets)
+        self.captures: dict[float, float] = {}  # stream ts -> capture time (latency)
+        self.warned: set[str] = set()
+        self._last_frame: float | None = None  # clock() when the stream in use last gave a frame
+
+    @property
+    def decoder(self) -> Any:
+        if self.codec is None or self.version is None:
+            return None
+        return self.codec.decoder2 if self.version == 2 else self.codec.decoder
+
+    @property
+    def header(self) -> Any:
+        dec = self.decoder
+        return None if dec is None else dec.header
+
+    def frame_rate(self) -> float | None:
+        """Frame messages per second the header announces (None: no header yet)."""
+        h = self.header
+        if h is None or not h.fps > 0:
+            return None
+        return h.fps / getattr(h, "frame_step", 1)
+
+    def feed(self, r: Any) -> list:
+        """One ``Received`` -> the frames it completes (often none)."""
+        try:
+            return self._feed(r)
+        except CodecError as exc:
+            self.bad += 1
+            log.info("message rejected: %s", exc)
+            return []
+
+    def _feed(self, r: Any) -> list:
+        from streamcap_codecs.messages import FrameStart, StreamHeader
+        from streamcap_codecs.packet import KIND_FRAME, KIND_HEADER, unpack
+        from streamcap_codecs.wire import from_frames
+
+        if r.version == 2:
+            msg = r.frames[0]
+            kind = msg[0] & 3 if msg else -1
+            hdr = unpack(msg) if kind == KIND_HEADER else None
+            self.frame_messages += kind == KIND_FRAME
+        else:
+            msg = from_frames(r.frames)
+            hdr = msg if isinstance(msg, StreamHeader) else None
+            self.frame_messages += isinstance(msg, FrameStart)
+        if hdr is not None:
+            self._take_header(hdr, r.version)
+        elif self.version != r.version or self.header is None:
+            return []  # mid-stream: nothing decodes before the header and keyframes we asked for
+        if r.version == 1:
+            if r.capture_ts is not None:
+                self._capture(msg.ts, r.capture_ts)
+            out = self.codec.decoder.feed(msg)
+        else:
+            fr = self.codec.decoder2.feed(msg)
+            out = [] if fr is None else [fr]
+            if fr is not None and r.capture_ts is not None:
+                self._capture(fr.ts, r.capture_ts)
+        if out:
+            self._last_frame = self._clock()
+        return out
+
+    def _capture(self, ts: float, cap: float) -> None:
+        self.captures[ts] = cap
+        if len(self.captures) > 256:
+            for k in sorted(self.captures)[:128]:
+                del self.captures[k]
+
+    def _take_header(self, hdr: Any, version: int) -> None:
+        found = None
+        if self.codec is None or not self.codec.accepts(hdr):
+            key = f"{hdr.bundle_id}/{hdr.basis_id}"
+            found = _shipped_codec(hdr) if self.look_up and key not in self.warned else None
+            if found is None:  # not decodable here (or forged): skip, say so once
+                if key not in self.warned:
+                    self.warned.add(key)
+                    if self._event is not None:
+                        self._event(f"stream uses bundle {hdr.bundle_id!r} (codec {hdr.basis_id}), "
+                                    "which this receiver does not have: skipping its messages")
+                raise CodecError(f"stream header names bundle {hdr.bundle_id!r}, not decodable here")
+        if found is not None or (self.version is not None and version != self.version):
+            from streamcap_codecs.limits import MIN_RESTART_S
+
+            if self._last_frame is not None and self._clock() - self._last_frame < MIN_RESTART_S:
+                raise CodecError(f"stream header of version {version}, bundle {hdr.bundle_id!r} while another stream "
+                                 "is decoding: ignored")
+            self._last_frame = None
+        if found is not None:
+            self.codec = ReceiverCodec(found[1], found[0].layout, found[0].name)
+        self.version = version
+
+
+def stuck_after(sender_info: dict, fps: float | None = None) -> float:
     """Seconds without a rendered frame after which a live stream counts as stuck: STUCK_S, or
-    three of the sender's frame intervals when it runs slower than 3 fps."""
-    fps = sender_info.get("fps")
+    three of the sender's frame intervals when it runs slower than 3 fps (``fps``: the stream
+    header's frame rate, else what the sender's heartbeats say)."""
+    fps = fps or sender_info.get("fps")
     if isinstance(fps, (int, float)) and fps > 0:
         return max(STUCK_S, 3.0 / fps)
     return STUCK_S
@@ -316,10 +440,8 @@ def _digest(arrays: list[np.ndarray]) -> str:
 
 def run_receive(args: argparse.Namespace) -> int:
     """SUB -> decoder -> renderer -> window / mp4 / stats until ``--frames``, a signal or a timeout."""
-    from streamcap_codecs.messages import FrameStart, StreamHeader
-    from streamcap_codecs.wire import from_frames
-
     from ..bundle import load_bundle
+    from ..render import FaceRenderer
     from ..transport import CurveKeys, Subscriber, side_endpoint
     from ..videowriter import VideoWriter, check_video_output
     from .codec import load_codec
@@ -341,7 +463,6 @@ def run_receive(args: argparse.Namespace) -> int:
     if curve is not None:
         curve.client_secret(), curve.server_public()  # missing keys: one line now
     # load the codec before connecting, so joining costs only the keyframe round trip
-    codec: _Codec | None = None
     try:
         bundle = load_bundle(args.bundle)
         basis = load_codec(bundle)
@@ -352,18 +473,18 @@ def run_receive(args: argparse.Namespace) -> int:
     status = Status("streamcap receive")
     stats = ReceiveStats(args.connect)
     started = time.monotonic()
-    sub = writer = None
+    sub = writer = renderer = None
     warned: set[str] = set()
     with GracefulStop() as stop:
         try:
-            if bundle is not None:
-                codec = _Codec(bundle, basis, window)
+            live = LiveDecoder(None if bundle is None else ReceiverCodec(basis, bundle.layout, bundle.name),
+                               look_up=args.bundle is None, event=status.event)
+            if bundle is not None:  # ready before the first frame (a stream of another layout makes its own)
+                renderer = FaceRenderer(640, 480, bundle.layout, window=window)
             sub = Subscriber(args.connect, curve=curve, drop_probability=args.simulate_loss, seed=0)
-            header_seen = False
             state = ""
             last_all = last_face = started
             last_progress = started
-            captures: dict[float, float] = {}  # stream ts -> capture time, for frames finished later
             black = np.zeros((480, 640, 3), np.uint8)  # one plate, re-made only when the size changes
             sub.request_keyframe(None)  # joining: the header, the background and every face's keyframe
             stats.keyframe_requests += 1
@@ -388,8 +509,8 @@ def run_receive(args: argparse.Namespace) -> int:
                             raise TransportTimeout(f"no stream from {args.connect} within {args.timeout:g} s{why}")
                         status.event(f"sender silent for {args.timeout:g} s: stopping")
                         break
-                elif now - max(last_progress, last_all) > (stuck_after(sub.sender_info) if header_seen
-                                                           else REQUEST_ALL_S):
+                elif now - max(last_progress, last_all) > (stuck_after(sub.sender_info, live.frame_rate())
+                                                           if live.header is not None else REQUEST_ALL_S):
                     # alive but nothing decodes (header or keyframes lost, a forged sequence
                     # number...): ask for everything; the header resets the decoder
                     sub.request_keyframe(None)
@@ -398,43 +519,15 @@ def run_receive(args: argparse.Namespace) -> int:
                 if r is None:
                     status.line(f"{sub.state}  ({args.connect})  rendered {stats.rendered}", force=True)
                     continue
-                try:
-                    msg = from_frames(r.frames)
-                except CodecError as exc:
-                    stats.bad += 1
-                    log.info("bad message skipped: %s", exc)
+                done = live.feed(r)
+                stats.bad = live.bad
+                if stats.first_frame is None:
+                    stats.frames_before_first = live.frame_messages
+                dec = live.decoder
+                if dec is None:
                     continue
-                if isinstance(msg, FrameStart) and stats.first_frame is None:
-                    stats.frames_before_first += 1
-                if isinstance(msg, StreamHeader):
-                    if codec is None or not codec.accepts(msg):
-                        key = f"{msg.bundle_id}/{msg.basis_id}"
-                        found = None if args.bundle is not None or key in warned else _shipped_codec(msg)
-                        if found is None:  # not decodable here (or forged): skip, say so once
-                            stats.bad += 1
-                            if key not in warned:
-                                warned.add(key)
-                                status.event(f"stream uses bundle {msg.bundle_id!r} (codec {msg.basis_id}), "
-                                             "which this receiver does not have: skipping its messages")
-                            continue
-                        codec = _Codec(*found, window, codec)
-                    if writer is None and args.output is not None:
-                        writer = VideoWriter(args.output, msg.fps if msg.fps > 0 else 30.0)
-                    header_seen = True
-                elif not header_seen or codec is None:
-                    continue  # mid-stream: nothing decodes before the header and keyframes we asked for
-                if r.capture_ts is not None:
-                    captures[msg.ts] = r.capture_ts
-                    if len(captures) > 256:
-                        for k in sorted(captures)[:128]:
-                            del captures[k]
-                try:
-                    done = codec.decoder.feed(msg)
-                except CodecError as exc:
-                    stats.bad += 1
-                    log.info("message rejected: %s", exc)
-                    continue
-                dec = codec.decoder
+                if writer is None and args.output is not None and dec.header is not None:
+                    writer = VideoWriter(args.output, dec.header.fps if dec.header.fps > 0 else 30.0)
                 if dec.need_keyframe and now - last_face > REQUEST_FACE_S:
                     sub.request_keyframe(sorted(dec.need_keyframe))
                     stats.keyframe_requests += 1
@@ -444,35 +537,43 @@ def run_receive(args: argparse.Namespace) -> int:
                     stats.keyframe_requests += 1
                     last_all = now
                 for fr in done:
-                    if not fr.faces and fr.need_keyframe and fr.background is None:
+                    faces = [f for f in fr.faces if f.vertices.size]  # (v2: a face waiting for its first keyframe)
+                    if not faces and fr.need_keyframe and fr.background is None:
                         continue  # nothing to show yet
+                    last_progress = now  # decoding: a receiver that is behind is not stuck
                     hdr = dec.header
                     fps = float(hdr.fps) if hdr is not None and hdr.fps > 0 else 30.0
                     # behind (more queued, this frame already old): decode it, show a newer one
                     late = time.time() - r.send_ts > max(LATE_S, 2.0 / fps) and sub.pending()
                     entry: dict[str, Any] = {
                         "i": fr.frame_index, "ts": fr.ts, "complete": fr.complete, "shown": int(not late),
-                        "faces": [[f.face_id, int(f.stale), int(f.keyframe)] for f in fr.faces]}
+                        "faces": [[f.face_id, int(f.stale), int(f.keyframe)] for f in faces]}
                     if args.stats is not None:
-                        entry["geo"] = _digest([f.vertices for f in fr.faces])
+                        entry["geo"] = _digest([f.vertices for f in faces])
                     if late:
                         stats.skipped += 1
                         entry["t"] = round(time.monotonic() - started, 3)
                         stats.frames.append(entry)
                         continue
                     size = (int(hdr.width) or 640, int(hdr.height) or 480) if hdr is not None else (640, 480)
-                    if fr.background is not None:
+                    if live.version == 2 and fr.background is not None:
+                        bg = dec.head_warp(faces)
+                    elif fr.background is not None:
                         bg = fr.background
                     else:
                         if black.shape[:2] != (size[1], size[0]):
                             black = np.zeros((size[1], size[0], 3), np.uint8)
                         bg = black
-                    img = codec.renderer.render(bg, [(f.posmap, f.texture) for f in fr.faces])
-                    if window and not codec.renderer.show(img):
+                    if renderer is None or renderer.layout.hash != live.codec.layout.hash:
+                        if renderer is not None:
+                            renderer.close()
+                        renderer = FaceRenderer(640, 480, live.codec.layout, window=window)
+                    img = renderer.render(bg, [(f.posmap, f.texture) for f in faces])
+                    if window and not renderer.show(img):
                         status.event("window closed")
                         closed = True
                     done_at = time.time()
-                    cap = captures.get(fr.ts)
+                    cap = live.captures.get(fr.ts)
                     lat = (done_at - cap) * 1e3 if cap is not None else None
                     if writer is not None:
                         writer.write(img)
@@ -487,7 +588,7 @@ def run_receive(args: argparse.Namespace) -> int:
                     stats.last_frame = now
                     if lat is not None:
                         stats.latency_ms.append(lat)
-                    for f in fr.faces:
+                    for f in faces:
                         fs = stats.faces.setdefault(f.face_id, FaceStats())
                         fs.shown += 1
                         fs.stale += f.stale
@@ -499,14 +600,14 @@ def run_receive(args: argparse.Namespace) -> int:
                     stats.frames.append(entry)
                     med = np.median(stats.latency_ms) if stats.latency_ms else float("nan")
                     status.line(f"{sub.state}  frame {fr.frame_index}  {stats.fps():5.1f} fps  latency {med:5.0f} ms  "
-                                f"lost {sub.stats.lost}  bad {stats.bad + sub.stats.malformed}  "
+                                f"lost {sub.stats.lost}  bad {live.bad + sub.stats.malformed}  "
                                 f"skipped {stats.skipped}  {stats.face_summary()}")
         finally:
             stop.shield()
             if writer is not None:
                 writer.close()
-            if codec is not None:
-                codec.close()
+            if renderer is not None:
+                renderer.close()
             if sub is not None:
                 sub.close()
             status.done()
