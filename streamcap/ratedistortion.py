@@ -7,9 +7,10 @@
 
 Per clip, the generator runs once over the frames; the codec then encodes that geometry and
 texture at every rate, writes a real ``.scap`` v2 file, decodes it and renders it. The classic
-codecs (libsvtav1 and libx264 through PyAV) run at the clip's resolution and at 1/2, 1/4 and
-1/8 of it (AV1 no smaller than 64 px a side), at the full and at half the frame rate, and are
-scaled back up (bicubic) and repeated to the source frames; the **anchor** at a rate is, for
+codecs (libsvtav1 and libx264 through PyAV) run at the clip's resolution and at 1/2 and 1/4 of
+it (AV1 also at 1/8, no smaller than 64 px a side, and at fixed CRF 63 and 55 at 1/4 and 1/8),
+at the full and at half the frame rate, and are scaled back up (bicubic) and repeated to the
+source frames; the **anchor** at a rate is, for
 each measure separately, the best any of those configurations reaches at that rate (log-rate
 interpolation inside each configuration's ladder; a configuration whose lowest point is above
 the rate does not count).
@@ -44,6 +45,14 @@ from .detect import FaceDetector, LandmarkPredictor
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only
 ANCHOR_LADDER = (2, 3, 5, 8, 12, 20)
+# AV1 at a fixed CRF, down to its coarsest (63), at 1/4 and 1/8 size (scale, frame-rate divisor):
+# below what its rate control reaches at a low target (what a careful user would try at a few kbit/s)
+ANCHOR_CRFS = (63, 55)
+CRF_CONFIGS = ((4, 2), (8, 2), (8, 1))
+# 1/8 size: AV1 only, up to 8 kbit/s (H.264 at 1/8 measured on pexels_wolfgang was far below
+# its 1/4 configurations: 15.6 dB face PSNR at 3.6 kbit/s; above 8 kbit/s larger sizes win)
+EIGHTH_CODECS = ("libsvtav1",)
+EIGHTH_LADDER = (2, 3, 5, 8)
 ANCHOR_CODECS = ("libsvtav1", "libx264")
 SCALES = (1, 2, 4, 8)
 FPS_DIVS = (1, 2)
@@ -148,10 +157,11 @@ def _even(x: float) -> int:
 
 
 def video_codec(frames: list[np.ndarray], fps: float, codec: str, kbps: float, scale: int, fps_div: int,
-                tmp: Path) -> tuple[float, list[np.ndarray], float]:
-    """Encode at a target bitrate (downscaled by ``scale``, every ``fps_div``-th frame), decode,
-    scale back up, repeat to the source frames -> (actual kbit/s, frames, encode fps)."""
-    path = tmp / f"{codec}_{kbps}_{scale}_{fps_div}.mkv"
+                tmp: Path, crf: int | None = None) -> tuple[float, list[np.ndarray], float]:
+    """Encode at a target bitrate, or at a fixed ``crf`` (libsvtav1 only), downscaled by ``scale``,
+    every ``fps_div``-th frame; decode, scale back up, repeat to the source frames -> (actual
+    kbit/s, frames, encode fps)."""
+    path = tmp / f"{codec}_{kbps}_{crf}_{scale}_{fps_div}.mkv"
     h, w = frames[0].shape[:2]
     sw, sh = _even(w / scale), _even(h / scale)
     if codec == "libsvtav1":
@@ -162,8 +172,11 @@ def video_codec(frames: list[np.ndarray], fps: float, codec: str, kbps: float, s
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=Fraction(rate).limit_denominator(1001))
         s.width, s.height, s.pix_fmt = sw, sh, "yuv420p"
-        s.bit_rate = int(kbps * 1000)
-        s.options = {"preset": "medium"} if codec == "libx264" else {"preset": "8"}
+        if crf is None:
+            s.bit_rate = int(kbps * 1000)
+            s.options = {"preset": "medium"} if codec == "libx264" else {"preset": "8"}
+        else:
+            s.options = {"preset": "8", "crf": str(crf)}
         src = frames[::fps_div]
         for f in src:
             small = cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA) if (sw, sh) != (w, h) else f
@@ -297,13 +310,27 @@ def run_clip(clip: Path, n_frames: int, rates: list[float], bundle: Path | None,
                 if anchors and name in anchors:  # measured before on the same frames (--reuse-anchors)
                     res["anchors"][name] = anchors[name]
                     continue
+                if scale == 8 and codec not in EIGHTH_CODECS:
+                    continue
                 pts = []
-                for k in ANCHOR_LADDER:
+                for k in ANCHOR_LADDER if scale < 8 else EIGHTH_LADDER:
                     actual, dec, efps = video_codec(frames, fps, codec, k, scale, div, tmp)
                     pts.append({"target_kbps": k, "kbps": actual, "encode_fps": efps, **judge.score(dec)})
                 res["anchors"][name] = pts
                 log(f"  {name}: " + "; ".join(f"{p['kbps']:.1f}k {p['psnr_face_db']:.1f}dB "
                                                 f"{p['landmark_px256']:.2f}px" for p in pts))
+    for scale, div in CRF_CONFIGS:
+        name = f"libsvtav1 1/{scale} {'full' if div == 1 else 'half'} fps CRF"
+        if anchors and name in anchors:
+            res["anchors"][name] = anchors[name]
+            continue
+        pts = []
+        for crf in ANCHOR_CRFS:
+            actual, dec, efps = video_codec(frames, fps, "libsvtav1", 0, scale, div, tmp, crf=crf)
+            pts.append({"crf": crf, "kbps": actual, "encode_fps": efps, **judge.score(dec)})
+        res["anchors"][name] = pts
+        log(f"  {name}: " + "; ".join(f"CRF {p['crf']} {p['kbps']:.1f}k {p['psnr_face_db']:.1f}dB "
+                                        f"{p['landmark_px256']:.2f}px" for p in pts))
     res["comparison"] = []
     for p in res["streamcap"]:
         row: dict = {"kbps": p["kbps"]}
