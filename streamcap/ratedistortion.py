@@ -8,12 +8,12 @@
 Per clip, the generator runs once over the frames; the codec then encodes that geometry and
 texture at every rate, writes a real ``.scap`` v2 file, decodes it and renders it. The classic
 codecs (libsvtav1 and libx264 through PyAV) run at the clip's resolution and at 1/2 and 1/4 of
-it (AV1 also at 1/8, no smaller than 64 px a side, and at fixed CRF 63 and 55 at 1/4 and 1/8),
-at the full and at half the frame rate, and are scaled back up (bicubic) and repeated to the
-source frames; the **anchor** at a rate is, for
-each measure separately, the best any of those configurations reaches at that rate (log-rate
-interpolation inside each configuration's ladder; a configuration whose lowest point is above
-the rate does not count).
+it, at the full and at half the frame rate (and at 1/8, AV1 no smaller than 64 px a side, H.264
+at half rate only; AV1 also at fixed CRF 63 and 55 at 1/4 and 1/8), and are scaled back up
+(bicubic) and repeated to the source frames; the **anchor** at a rate is, for each measure
+separately, the best any of those configurations reaches at that rate (log-rate interpolation
+inside each configuration's ladder; a configuration whose lowest point is above the rate
+does not count).
 
 Every point, on the same source frames:
 * kbit/s of the whole file (``.scap`` or .mkv packets) over the clip's duration, and the wire
@@ -49,9 +49,8 @@ ANCHOR_LADDER = (2, 3, 5, 8, 12, 20)
 # below what its rate control reaches at a low target (what a careful user would try at a few kbit/s)
 ANCHOR_CRFS = (63, 55)
 CRF_CONFIGS = ((4, 2), (8, 2), (8, 1))
-# 1/8 size: AV1 only, up to 8 kbit/s (H.264 at 1/8 measured on pexels_wolfgang was far below
-# its 1/4 configurations: 15.6 dB face PSNR at 3.6 kbit/s; above 8 kbit/s larger sizes win)
-EIGHTH_CODECS = ("libsvtav1",)
+# 1/8 size: up to 8 kbit/s (above, larger sizes win), and H.264 only at half frame rate (at full
+# rate on pexels_wolfgang it was below every other configuration: 15.6 dB face PSNR at 3.6 kbit/s)
 EIGHTH_LADDER = (2, 3, 5, 8)
 ANCHOR_CODECS = ("libsvtav1", "libx264")
 SCALES = (1, 2, 4, 8)
@@ -292,7 +291,7 @@ def best_anchor(configs: dict[str, list[dict]], rate: float, measure: str) -> tu
 
 
 def run_clip(clip: Path, n_frames: int, rates: list[float], bundle: Path | None, tmp: Path,
-             log=print, anchors: dict | None = None) -> dict:
+             log=print, anchors: dict | None = None, only_reused: bool = False) -> dict:
     frames, faces, fps, bndl, track_s = track_clip(clip, n_frames, bundle)
     log(f"{clip.name}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]} @ {fps:g} fps, "
         f"tracked+reconstructed in {track_s:.0f}s ({len(frames) / track_s:.1f} frames/s)")
@@ -310,7 +309,9 @@ def run_clip(clip: Path, n_frames: int, rates: list[float], bundle: Path | None,
                 if anchors and name in anchors:  # measured before on the same frames (--reuse-anchors)
                     res["anchors"][name] = anchors[name]
                     continue
-                if scale == 8 and codec not in EIGHTH_CODECS:
+                if only_reused:
+                    continue
+                if scale == 8 and codec == "libx264" and div == 1:
                     continue
                 pts = []
                 for k in ANCHOR_LADDER if scale < 8 else EIGHTH_LADDER:
@@ -323,6 +324,8 @@ def run_clip(clip: Path, n_frames: int, rates: list[float], bundle: Path | None,
         name = f"libsvtav1 1/{scale} {'full' if div == 1 else 'half'} fps CRF"
         if anchors and name in anchors:
             res["anchors"][name] = anchors[name]
+            continue
+        if only_reused:
             continue
         pts = []
         for crf in ANCHOR_CRFS:
@@ -418,7 +421,7 @@ def plot(res: dict, out: Path) -> Path:
 
 
 def run(clips: list[Path], n_frames: int, rates: list[float], json_path: Path | None, bundle: Path | None,
-        plots: Path | None = None, reuse: Path | None = None) -> list[dict]:
+        plots: Path | None = None, reuse: Path | None = None, only_reused: bool = False) -> list[dict]:
     results = []
     old = {r["clip"]: r for r in json.loads(reuse.read_text())} if reuse else {}
     with tempfile.TemporaryDirectory() as td:
@@ -426,7 +429,8 @@ def run(clips: list[Path], n_frames: int, rates: list[float], json_path: Path | 
             prev = old.get(clip.name)
             if prev is not None and prev["frames"] != min(n_frames, prev["frames"]):
                 prev = None
-            res = run_clip(clip, n_frames, rates, bundle, Path(td), anchors=prev["anchors"] if prev else None)
+            res = run_clip(clip, n_frames, rates, bundle, Path(td), anchors=prev["anchors"] if prev else None,
+                           only_reused=only_reused)
             results.append(res)
             if plots is not None:
                 print(f"  plot: {plot(res, plots / f'codec_rd_{clip.stem}.png')}")
@@ -450,8 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-anchors", type=Path, default=None,
                     help="take the AV1/H.264 configurations this JSON has for the same clips and frame count "
                          "(the others are measured)")
+    ap.add_argument("--only-reused-anchors", action="store_true",
+                    help="measure no anchor configuration that --reuse-anchors lacks (streamcap points only)")
     args = ap.parse_args(argv)
-    run(args.clips, args.frames, args.rates, args.json, args.bundle, args.plots, args.reuse_anchors)
+    run(args.clips, args.frames, args.rates, args.json, args.bundle, args.plots, args.reuse_anchors,
+        args.only_reused_anchors)
     return 0
 
 
