@@ -11,10 +11,13 @@ delta would cost more than a keyframe (prediction error too large), or when ``ma
 (a safety for files and late joiners; 0 = never) has passed.
 
 Rate control (``kbps``, the whole stream): the texture video runs at a constant bit rate of
-``texture_share`` of the target; the geometry step moves so that geometry, framing and the
-plate (amortised over 10 s) take the rest; and a bucket of bits filled at ``kbps`` (holding at
-most 2 s) holds back texture pictures while it is empty, so keyframes, plates and texture
-bursts do not push the stream over its target.
+``texture_share`` of the target; a plate gets at most ``plate_seconds`` of the target's bits
+(its size, 1/2 down to 1/8 of the frame, and its CRF are searched for the best picture
+within that); the geometry step moves so that geometry, framing, container bytes the caller
+reports (``container``) and the plates (amortised over 10 s) take the rest; and a bucket of
+bits filled at ``kbps`` (0.5 s to start, at most 2 s) holds back texture pictures while it is empty,
+so keyframes, plates and texture bursts do not push the stream over its target.
+``rate_plan`` picks texture size, picture rate and frame step for a target.
 """
 
 from __future__ import annotations
@@ -36,6 +39,30 @@ from .packet import FaceSection, FramePacket, Request, StreamHeader2, pack
 from .quant import apply_delta, delta_for, dequantise, dequantise_pose, quality_to_step, quantise_pose
 
 FaceInput = tuple[int, np.ndarray, "np.ndarray | None"]  # (face_id, vertices (V, 3), uv texture (S, S, 3))
+PLATE_SCALES = (0.5, 0.35, 0.25, 0.18, 0.125)  # plate sizes tried under a byte budget (of the frame's side)
+STEP_FPS_LOW = 7.5  # geometry packets/s below 3 kbit/s
+PLATE_CRFS = (36, 40, 44, 48, 52, 56, 60, 63)  # AV1 CRFs tried per size (the lowest that fits is kept)
+
+
+def rate_plan(kbps: float | None, fps: float) -> dict:
+    """Texture video side and picture rate and frame step for a whole-stream target (the CLI's
+    defaults under ``--kbps`` and the benchmark's ladder): below 3 kbit/s geometry goes out at
+    about 7.5 packets/s (the file decoder interpolates between packets), up to 10 kbit/s at
+    about 15, above at the source rate."""
+    if kbps is None:
+        cfg = {"texture_size": 64, "texture_fps": 10.0, "frame_step": 1}
+    elif kbps < 3:
+        cfg = {"texture_size": 64, "texture_fps": 5.0, "frame_step": max(1, round(fps / STEP_FPS_LOW))}
+    elif kbps < 6:
+        cfg = {"texture_size": 64, "texture_fps": 7.5, "frame_step": max(1, round(fps / 15))}
+    elif kbps < 10:
+        cfg = {"texture_size": 64, "texture_fps": 10.0, "frame_step": max(1, round(fps / 15))}
+    elif kbps < 15:
+        cfg = {"texture_size": 96, "texture_fps": 10.0, "frame_step": 1}
+    else:
+        cfg = {"texture_size": 128, "texture_fps": 15.0, "frame_step": 1}
+    cfg["texture_fps"] = min(cfg["texture_fps"], fps / cfg["frame_step"])
+    return cfg
 
 
 @dataclass
@@ -82,7 +109,7 @@ class FaceStreamEncoder2:
     def __init__(self, basis: GeometryBasis, layout: UVLayout, *, fps: float = 30.0, kbps: float | None = None,
                  quality: float = 50, texture_size: int = 64, texture_fps: float = 10.0,
                  texture_share: float = 0.55, texture_crf: int = 50, frame_step: int = 1,
-                 plate_scale: float = 0.5, plate_crf: int = 50, max_key_s: float = 10.0,
+                 plate_scale: float = 0.5, plate_crf: int = 50, plate_seconds: float = 1.0, max_key_s: float = 10.0,
                  scene_change: float = 25.0, bundle_id: str = "", pose_subsample: int = 4) -> None:
         check_layout(basis, layout, ValueError)
         if not fps > 0:
@@ -95,7 +122,7 @@ class FaceStreamEncoder2:
         self.fps, self.kbps, self.frame_step = float(fps), kbps, max(1, int(frame_step))
         self.texture_size, self.texture_fps = int(texture_size), float(texture_fps)
         self.texture_share, self.texture_crf = texture_share, texture_crf
-        self.plate_scale, self.plate_crf = plate_scale, plate_crf
+        self.plate_scale, self.plate_crf, self.plate_seconds = plate_scale, plate_crf, plate_seconds
         self.max_key_s, self.scene_change = max_key_s, scene_change
         self.bundle_id, self.pose_subsample = bundle_id, max(1, int(pose_subsample))
         self.step_index = index_of(quality_to_step(quality))
@@ -110,11 +137,13 @@ class FaceStreamEncoder2:
         self._requested: set[int] = set()
         self._plate_small: np.ndarray | None = None
         self._tex_slots: dict[int, int] = {}  # face -> texture-rate slot of its last picture
-        self._recent: list[tuple[float, int]] = []  # (ts, bits) of geometry+framing+plate, 10 s
+        self._recent: list[tuple[float, int, int]] = []  # (ts, geometry+framing+container bits, plate bits), 10 s
+        self._container_bits = 0  # reported by ``container`` since the last frame packet
         self._geom_log2_adj = 0.0
-        # whole-stream budget: a bucket of bits filled at kbps (1 s to start, at most 2 s);
-        # texture pictures wait while it is empty
-        self._tokens = (kbps or 0.0) * 1000.0
+        # whole-stream budget: a bucket of bits filled at kbps (0.5 s to start, at most 2 s);
+        # texture pictures wait while it is empty. The first plate (up to plate_seconds) drains it,
+        # so any first T seconds stay within kbps x (T + 0.5 s)
+        self._tokens = (kbps or 0.0) * 500.0
         self._tex_bits = 0.0  # running size of a texture picture
         tex_mask = cv2.resize(layout.face_mask.astype(np.float32), (max(texture_size, 1),) * 2,
                               interpolation=cv2.INTER_AREA) > 0.01
@@ -192,12 +221,18 @@ class FaceStreamEncoder2:
         self.stats.plate += len(plate)
         self.stats.framing += len(data) - geo - tex_b - len(plate)
         self.stats.per_frame.append(len(data))
-        self._rate_control(ts, 8 * (len(data) - tex_b))
+        other = sum(len(e.data) for e in out) - len(data)  # stream headers
+        self._rate_control(ts, 8 * (len(data) + other - tex_b - len(plate)) + self._container_bits, 8 * len(plate))
         if self.kbps is not None:
-            for e in out:
-                self._tokens -= 8 * len(e.data)
+            self._tokens -= 8 * sum(len(e.data) for e in out) + self._container_bits
             self._tokens = min(self._tokens + self.kbps * 1000.0 / self.frame_rate, 2 * self.kbps * 1000.0)
+        self._container_bits = 0
         return out
+
+    def container(self, nbytes: int) -> None:
+        """Bytes a container added around the packets (chunk framing, index): counted against
+        ``kbps`` like the packets, so the target holds for the whole file."""
+        self._container_bits += 8 * max(0, int(nbytes))
 
     def close(self) -> None:
         """Release the texture video encoders."""
@@ -283,10 +318,11 @@ class FaceStreamEncoder2:
             small[~self._tex_mask] = small[self._tex_mask].mean(0).astype(np.uint8)
         return small
 
-    def _plate_image(self, image: np.ndarray) -> np.ndarray:
+    def _plate_image(self, image: np.ndarray, scale: float | None = None) -> np.ndarray:
         h, w = image.shape[:2]
-        sw = max(av1.MIN_SIDE, int(round(w * self.plate_scale / 2)) * 2)
-        sh = max(av1.MIN_SIDE, int(round(h * self.plate_scale / 2)) * 2)
+        scale = self.plate_scale if scale is None else scale
+        sw = max(av1.MIN_SIDE, int(round(w * scale / 2)) * 2)
+        sh = max(av1.MIN_SIDE, int(round(h * scale / 2)) * 2)
         return cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
 
     def _plate(self, image: np.ndarray) -> bytes:
@@ -295,7 +331,40 @@ class FaceStreamEncoder2:
             raise ValueError(f"frame must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
         small = self._plate_image(img)
         self._plate_small = cv2.resize(small, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-        return av1.encode_intra(small, crf=self.plate_crf)
+        if self.kbps is None:
+            return av1.encode_intra(small, crf=self.plate_crf)
+        return self._budget_plate(img, int(self.kbps * 125.0 * self.plate_seconds))
+
+    def _budget_plate(self, img: np.ndarray, budget: int) -> bytes:
+        """The plate with the best PSNR (scaled back up the way the decoder does) among the sizes
+        of PLATE_SCALES at the lowest CRF of PLATE_CRFS that fits ``budget`` bytes; the smallest
+        size at the highest CRF when none fits."""
+        h, w = img.shape[:2]
+        best: tuple[float, bytes] | None = None
+        fallback = b""
+        seen = set()
+        for scale in PLATE_SCALES:
+            small = self._plate_image(img, min(scale, self.plate_scale))
+            if small.shape in seen:
+                continue
+            seen.add(small.shape)
+            lo, hi, fit = 0, len(PLATE_CRFS) - 1, None  # CRF -> size falls: binary search the lowest that fits
+            while lo <= hi:
+                mid = (lo + hi) // 2
+                data = av1.encode_intra(small, crf=PLATE_CRFS[mid])
+                if len(data) <= budget:
+                    fit, hi = data, mid - 1
+                else:
+                    lo = mid + 1
+                    if mid == len(PLATE_CRFS) - 1:
+                        fallback = data
+            if fit is None:
+                continue
+            back = cv2.resize(av1.decode_intra(fit), (w, h), interpolation=cv2.INTER_LINEAR)
+            mse = float(np.mean((back.astype(np.float32) - img) ** 2))
+            if best is None or mse < best[0]:
+                best = (mse, fit)
+        return best[1] if best is not None else fallback
 
     def _scene_changed(self, image: np.ndarray, faces: Sequence[FaceInput]) -> bool:
         """Mean absolute difference (grey levels, 32x32 thumbnails, face boxes left out) between
@@ -314,16 +383,18 @@ class FaceStreamEncoder2:
             return False
         return float(np.abs(thumb - self._plate_small)[keep].mean()) > self.scene_change
 
-    def _rate_control(self, ts: float, bits: int) -> None:
-        """Move the geometry step so geometry + framing + plates meet (1 - texture_share) x kbps
-        over the last 10 s."""
+    def _rate_control(self, ts: float, bits: int, plate_bits: int) -> None:
+        """Move the geometry step so geometry + framing + container meet what the texture video
+        and the plates (amortised over 10 s) leave of kbps over the last 10 s."""
         if self.kbps is None:
             return
-        self._recent.append((ts, bits))
+        self._recent.append((ts, bits, plate_bits))
         while self._recent and ts - self._recent[0][0] > 10.0:
             self._recent.pop(0)
         span = max(ts - self._recent[0][0], 1.0 / self.frame_rate) + 1.0 / self.frame_rate
-        have = sum(b for _, b in self._recent) / span / 1000.0
-        budget = max(self.kbps - (self.texture_kbps() or 0.0), 0.2)
+        have = sum(b for _, b, _ in self._recent) / span / 1000.0
+        plates = sum(p for _, _, p in self._recent) / 10.0 / 1000.0
+        budget = max(self.kbps - (self.texture_kbps() or 0.0) - plates, 0.1 * self.kbps)
         err = math.log2(max(have, 1e-3) / budget)
-        self._geom_log2_adj = float(np.clip(self._geom_log2_adj + 0.05 * err, -4.0, 8.0))
+        gain = 1.5 / self.frame_rate  # the same correction per second at any packet rate
+        self._geom_log2_adj = float(np.clip(self._geom_log2_adj + gain * err, -4.0, 8.0))

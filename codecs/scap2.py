@@ -106,9 +106,11 @@ class ScapWriter2:
     def bytes_written(self) -> int:
         return self._f.tell() + len(self._body)
 
-    def write(self, packet: bytes, seq: int | None = None, key: bool = False) -> None:
+    def write(self, packet: bytes, seq: int | None = None, key: bool = False) -> int:
         """Append one packet. ``seq``: the full seq of a frame packet (default: one more than
-        the last); ``key``: it is a keyframe for every face (a seek point)."""
+        the last); ``key``: it is a keyframe for every face (a seek point). Returns the bytes
+        of file framing this added (chunks it closed, the packet's length prefix), for rate control."""
+        before = self.overhead_bytes
         if not packet or len(packet) > MAX_PACKET_BYTES:
             raise ValueError("packet empty or too large")
         frame = packet[0] & 3 == KIND_FRAME
@@ -129,6 +131,7 @@ class ScapWriter2:
         self._count += 1
         if len(self._body) > MAX_CHUNK_BYTES // 2:
             self._flush_chunk()
+        return self.overhead_bytes - before
 
     def _flush_chunk(self) -> None:
         if not self._count:

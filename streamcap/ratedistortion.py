@@ -2,15 +2,18 @@
 
     python benchmarks/codec_rd.py ../shared/data/videos/lp_d19.mp4 [more clips] --frames 300 \
         [--rates 2 3.5 5 8 12 20] [--json docs/results/codec_rd.json] [--plots docs/results]
+        [--reuse-anchors OLD.json]   (anchor configurations measured before are taken over)
     streamcap bench CLIP --what codec          (the same for one clip)
 
 Per clip, the generator runs once over the frames; the codec then encodes that geometry and
 texture at every rate, writes a real ``.scap`` v2 file, decodes it and renders it. The classic
 codecs (libsvtav1 and libx264 through PyAV) run at the clip's resolution and at 1/2 and 1/4 of
-it, at the full and at half the frame rate, and are scaled back up (bicubic) and repeated to
-the source frames; the **anchor** at a rate is, for each measure separately, the best any of
-those configurations reaches at that rate (log-rate interpolation inside each configuration's
-ladder; a configuration whose lowest point is above the rate does not count).
+it, at the full and at half the frame rate (and at 1/8, AV1 no smaller than 64 px a side, H.264
+at half rate only; AV1 also at fixed CRF 63 and 55 at 1/4 and 1/8), and are scaled back up
+(bicubic) and repeated to the source frames; the **anchor** at a rate is, for each measure
+separately, the best any of those configurations reaches at that rate (log-rate interpolation
+inside each configuration's ladder; a configuration whose lowest point is above the rate
+does not count).
 
 Every point, on the same source frames:
 * kbit/s of the whole file (``.scap`` or .mkv packets) over the clip's duration, and the wire
@@ -42,8 +45,15 @@ from .detect import FaceDetector, LandmarkPredictor
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only
 ANCHOR_LADDER = (2, 3, 5, 8, 12, 20)
+# AV1 at a fixed CRF, down to its coarsest (63), at 1/4 and 1/8 size (scale, frame-rate divisor):
+# below what its rate control reaches at a low target (what a careful user would try at a few kbit/s)
+ANCHOR_CRFS = (63, 55)
+CRF_CONFIGS = ((4, 2), (8, 2), (8, 1))
+# 1/8 size: up to 8 kbit/s (above, larger sizes win), and H.264 only at half frame rate (at full
+# rate on pexels_wolfgang it was below every other configuration: 15.6 dB face PSNR at 3.6 kbit/s)
+EIGHTH_LADDER = (2, 3, 5, 8)
 ANCHOR_CODECS = ("libsvtav1", "libx264")
-SCALES = (1, 2, 4)
+SCALES = (1, 2, 4, 8)
 FPS_DIVS = (1, 2)
 RATES = (2.0, 3.5, 5.0, 8.0, 12.0, 20.0)
 MEASURES = ("psnr_face_db", "ssim_face", "psnr_frame_db", "ssim_frame", "landmark_px256", "mouth_corr",
@@ -146,10 +156,11 @@ def _even(x: float) -> int:
 
 
 def video_codec(frames: list[np.ndarray], fps: float, codec: str, kbps: float, scale: int, fps_div: int,
-                tmp: Path) -> tuple[float, list[np.ndarray], float]:
-    """Encode at a target bitrate (downscaled by ``scale``, every ``fps_div``-th frame), decode,
-    scale back up, repeat to the source frames -> (actual kbit/s, frames, encode fps)."""
-    path = tmp / f"{codec}_{kbps}_{scale}_{fps_div}.mkv"
+                tmp: Path, crf: int | None = None) -> tuple[float, list[np.ndarray], float]:
+    """Encode at a target bitrate, or at a fixed ``crf`` (libsvtav1 only), downscaled by ``scale``,
+    every ``fps_div``-th frame; decode, scale back up, repeat to the source frames -> (actual
+    kbit/s, frames, encode fps)."""
+    path = tmp / f"{codec}_{kbps}_{crf}_{scale}_{fps_div}.mkv"
     h, w = frames[0].shape[:2]
     sw, sh = _even(w / scale), _even(h / scale)
     if codec == "libsvtav1":
@@ -162,8 +173,11 @@ def video_codec(frames: list[np.ndarray], fps: float, codec: str, kbps: float, s
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=Fraction(rate).limit_denominator(1001))
         s.width, s.height, s.pix_fmt = sw, sh, "yuv420p"
-        s.bit_rate = int(kbps * 1000)
-        s.options = {"preset": "medium"} if codec == "libx264" else {"preset": "8"}
+        if crf is None:
+            s.bit_rate = int(kbps * 1000)
+            s.options = {"preset": "medium"} if codec == "libx264" else {"preset": "8"}
+        else:
+            s.options = {"preset": "8", "crf": str(crf)}
         src = frames[::fps_div]
         for f in src:
             small = cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA) if (sw, sh) != (w, h) else f
@@ -185,35 +199,14 @@ def video_codec(frames: list[np.ndarray], fps: float, codec: str, kbps: float, s
     return nbytes * 8 / 1000 / (len(frames) / fps), out, enc_fps
 
 
-def streamcap_config(kbps: float, fps: float) -> dict:
-    """Texture video size/rate and frame step used at a target rate (the ladder the bench runs)."""
-    if kbps < 3:
-        cfg = {"texture_size": 64, "texture_fps": 5.0, "frame_step": 2}
-    elif kbps < 6:
-        cfg = {"texture_size": 64, "texture_fps": 7.5, "frame_step": 2}
-    elif kbps < 10:
-        cfg = {"texture_size": 64, "texture_fps": 10.0, "frame_step": 2}
-    elif kbps < 15:
-        cfg = {"texture_size": 96, "texture_fps": 10.0, "frame_step": 1}
-    else:
-        cfg = {"texture_size": 128, "texture_fps": 15.0, "frame_step": 1}
-    cfg["texture_fps"] = min(cfg["texture_fps"], fps / cfg["frame_step"])
-    return cfg
-
-
 def track_clip(clip: Path, n: int, bundle_path: Path | None, threads: int = 2):
     """Run capture -> track -> generator once: (frames, per-frame faces, fps, bundle, seconds)."""
     from .bundle import load_bundle
     from .capture import VideoSource
-    from .detect import FaceDetector as Det
-    from .engine import create_engine
     from .pipeline import FacePipeline
-    from .reconstruct import Reconstructor
-    from .track import FaceTracker
 
     bundle = load_bundle(bundle_path)
-    rec = Reconstructor(bundle, create_engine(bundle, "auto", threads=threads))
-    pipe = FacePipeline(rec, FaceTracker(crop_size=bundle.spec.input_size, detector=Det("hog")))
+    pipe = FacePipeline.create(bundle, "auto", threads=threads)  # what ``streamcap encode`` runs by default
     frames, faces = [], []
     t0 = time.perf_counter()
     with VideoSource(clip) as src:
@@ -245,20 +238,20 @@ def render_scap(path: Path, basis, layout, n: int, size: tuple[int, int]) -> lis
 
 def streamcap_point(frames, faces, fps, bundle, kbps: float, tmp: Path) -> tuple[dict, list[np.ndarray]]:
     """Encode the cached geometry/texture at ``kbps`` to a .scap v2 file, decode and render it."""
-    from streamcap_codecs.encoder2 import FaceStreamEncoder2
+    from streamcap_codecs.encoder2 import FaceStreamEncoder2, rate_plan
     from streamcap_codecs.scap2 import ScapWriter2
 
     from .commands.codec import load_codec
 
     basis = load_codec(bundle)
-    cfg = streamcap_config(kbps, fps)
+    cfg = rate_plan(kbps, fps)
     path = tmp / f"streamcap_{kbps}.scap"
     enc = FaceStreamEncoder2(basis, bundle.layout, fps=fps, kbps=kbps, bundle_id=bundle.name, **cfg)
     t0 = time.perf_counter()
     with ScapWriter2(path, chunk_frames=max(1, round(2 * fps / cfg["frame_step"]))) as w:
         for img, fc in zip(frames, faces):
             for e in enc.encode(img, fc):
-                w.write(e.data, e.seq, e.key)
+                enc.container(w.write(e.data, e.seq, e.key))
     enc.close()
     enc_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -302,7 +295,7 @@ def best_anchor(configs: dict[str, list[dict]], rate: float, measure: str) -> tu
 
 
 def run_clip(clip: Path, n_frames: int, rates: list[float], bundle: Path | None, tmp: Path,
-             log=print, anchors: dict | None = None) -> dict:
+             log=print, anchors: dict | None = None, only_reused: bool = False) -> dict:
     frames, faces, fps, bndl, track_s = track_clip(clip, n_frames, bundle)
     log(f"{clip.name}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]} @ {fps:g} fps, "
         f"tracked+reconstructed in {track_s:.0f}s ({len(frames) / track_s:.1f} frames/s)")
@@ -313,19 +306,38 @@ def run_clip(clip: Path, n_frames: int, rates: list[float], bundle: Path | None,
         info, dec = streamcap_point(frames, faces, fps, bndl, k, tmp)
         res["streamcap"].append({**info, **judge.score(dec)})
         log(f"  streamcap {k:g}k: " + _fmt(res["streamcap"][-1]))
-    if anchors is not None:  # measured before on the same frames (--reuse-anchors)
-        res["anchors"] = anchors
-    for codec in ANCHOR_CODECS if anchors is None else ():
+    for codec in ANCHOR_CODECS:
         for scale in SCALES:
             for div in FPS_DIVS:
                 name = f"{codec} 1/{scale} {'full' if div == 1 else 'half'} fps"
+                if anchors and name in anchors:  # measured before on the same frames (--reuse-anchors)
+                    res["anchors"][name] = anchors[name]
+                    continue
+                if only_reused:
+                    continue
+                if scale == 8 and codec == "libx264" and div == 1:
+                    continue
                 pts = []
-                for k in ANCHOR_LADDER:
+                for k in ANCHOR_LADDER if scale < 8 else EIGHTH_LADDER:
                     actual, dec, efps = video_codec(frames, fps, codec, k, scale, div, tmp)
                     pts.append({"target_kbps": k, "kbps": actual, "encode_fps": efps, **judge.score(dec)})
                 res["anchors"][name] = pts
                 log(f"  {name}: " + "; ".join(f"{p['kbps']:.1f}k {p['psnr_face_db']:.1f}dB "
                                                 f"{p['landmark_px256']:.2f}px" for p in pts))
+    for scale, div in CRF_CONFIGS:
+        name = f"libsvtav1 1/{scale} {'full' if div == 1 else 'half'} fps CRF"
+        if anchors and name in anchors:
+            res["anchors"][name] = anchors[name]
+            continue
+        if only_reused:
+            continue
+        pts = []
+        for crf in ANCHOR_CRFS:
+            actual, dec, efps = video_codec(frames, fps, "libsvtav1", 0, scale, div, tmp, crf=crf)
+            pts.append({"crf": crf, "kbps": actual, "encode_fps": efps, **judge.score(dec)})
+        res["anchors"][name] = pts
+        log(f"  {name}: " + "; ".join(f"CRF {p['crf']} {p['kbps']:.1f}k {p['psnr_face_db']:.1f}dB "
+                                        f"{p['landmark_px256']:.2f}px" for p in pts))
     res["comparison"] = []
     for p in res["streamcap"]:
         row: dict = {"kbps": p["kbps"]}
@@ -413,7 +425,7 @@ def plot(res: dict, out: Path) -> Path:
 
 
 def run(clips: list[Path], n_frames: int, rates: list[float], json_path: Path | None, bundle: Path | None,
-        plots: Path | None = None, reuse: Path | None = None) -> list[dict]:
+        plots: Path | None = None, reuse: Path | None = None, only_reused: bool = False) -> list[dict]:
     results = []
     old = {r["clip"]: r for r in json.loads(reuse.read_text())} if reuse else {}
     with tempfile.TemporaryDirectory() as td:
@@ -421,7 +433,8 @@ def run(clips: list[Path], n_frames: int, rates: list[float], json_path: Path | 
             prev = old.get(clip.name)
             if prev is not None and prev["frames"] != min(n_frames, prev["frames"]):
                 prev = None
-            res = run_clip(clip, n_frames, rates, bundle, Path(td), anchors=prev["anchors"] if prev else None)
+            res = run_clip(clip, n_frames, rates, bundle, Path(td), anchors=prev["anchors"] if prev else None,
+                           only_reused=only_reused)
             results.append(res)
             if plots is not None:
                 print(f"  plot: {plot(res, plots / f'codec_rd_{clip.stem}.png')}")
@@ -437,14 +450,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("clips", type=Path, nargs="+")
     ap.add_argument("--frames", type=int, default=300)
-    ap.add_argument("--rates", type=float, nargs="+", default=list(RATES))
+    ap.add_argument("--rates", "--targets", type=float, nargs="+", default=list(RATES),
+                    help="streamcap whole-stream targets, kbit/s")
     ap.add_argument("--bundle", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plots", type=Path, default=None, help="folder for one PNG per clip")
     ap.add_argument("--reuse-anchors", type=Path, default=None,
-                    help="take the AV1/H.264 points of the same clips and frame count from this JSON")
+                    help="take the AV1/H.264 configurations this JSON has for the same clips and frame count "
+                         "(the others are measured)")
+    ap.add_argument("--only-reused-anchors", action="store_true",
+                    help="measure no anchor configuration that --reuse-anchors lacks (streamcap points only)")
     args = ap.parse_args(argv)
-    run(args.clips, args.frames, args.rates, args.json, args.bundle, args.plots, args.reuse_anchors)
+    run(args.clips, args.frames, args.rates, args.json, args.bundle, args.plots, args.reuse_anchors,
+        args.only_reused_anchors)
     return 0
 
 

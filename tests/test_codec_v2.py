@@ -7,12 +7,13 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 import pytest
 from codec_synth import face_sequence, synthetic_basis, texture
 from streamcap_codecs import av1
 from streamcap_codecs.decoder2 import FaceStreamDecoder2
-from streamcap_codecs.encoder2 import FaceStreamEncoder2
+from streamcap_codecs.encoder2 import FaceStreamEncoder2, rate_plan
 from streamcap_codecs.geomcode import GeometryModel
 from streamcap_codecs.packet import (
     FaceSection,
@@ -213,6 +214,75 @@ def test_file_round_trip_accuracy_overhead_and_index(synth, small, tmp_path):
     assert framing < 1.0, framing  # all framing, headers and indexing under 1 kbit/s at 30 fps
     assert enc.stats.geometry > 0 and enc.stats.texture > 0 and enc.stats.plate > 0
     assert enc.stats.keyframes == 3
+
+
+def _busy() -> np.ndarray:
+    """A still 640x480 background with some detail: its AV1 plate at half size and CRF 50 takes
+    about 1.5 KB, 1.2 kbit/s over 10 s."""
+    rng = np.random.default_rng(3)
+    return cv2.resize(rng.integers(0, 256, (6, 8, 3), np.uint8), (640, 480), interpolation=cv2.INTER_CUBIC)
+
+
+def _write_stream(enc: FaceStreamEncoder2, path, faces, frames: int = N) -> None:
+    tex = texture(enc.layout, 0)
+    busy = _busy()
+    with ScapWriter2(path, chunk_frames=round(2 * enc.frame_rate)) as w:
+        for i in range(frames):
+            for e in enc.encode(busy, [(5, faces[i], np.roll(tex, i, 1))]):
+                enc.container(w.write(e.data, e.seq, e.key))
+    enc.close()
+
+
+@pytest.mark.parametrize("kbps", [2.0, 3.5, 5.0])
+def test_rate_control_holds_low_targets_for_the_whole_file(synth, small, tmp_path, kbps):
+    """--kbps holds the whole file (plate, keyframes, container included) within 15% over 10 s
+    at a few kbit/s; the plate takes at most a second of the target."""
+    basis, faces = synth
+    enc = FaceStreamEncoder2(basis, small, fps=FPS, kbps=kbps, **rate_plan(kbps, FPS))
+    path = tmp_path / "r.scap"
+    _write_stream(enc, path, faces)
+    rate = path.stat().st_size * 8 / 1000 / (N / FPS)
+    assert abs(rate - kbps) <= 0.15 * kbps, (rate, enc.stats)
+    assert enc.stats.plate <= kbps * 125
+    assert enc.stats.texture > 0.25 * kbps * 125 * N / FPS  # the texture video is not starved
+
+
+def test_plate_fits_its_budget_and_keeps_its_size_without_one(synth, small):
+    img = _busy()
+    basis, _ = synth
+
+    def psnr(data: bytes) -> float:
+        back = cv2.resize(av1.decode_intra(data), (640, 480), interpolation=cv2.INTER_LINEAR)
+        return 10 * np.log10(255**2 / np.mean((back.astype(float) - img) ** 2))
+
+    free = FaceStreamEncoder2(basis, small, fps=FPS)._plate(img)
+    assert av1.decode_intra(free).shape == (240, 320, 3)  # plate_scale 0.5, CRF 50, as before
+    low = FaceStreamEncoder2(basis, small, fps=FPS, kbps=2.0)._plate(img)  # a second of 2 kbit/s: 250 bytes
+    assert len(low) <= 250 < len(free)
+    assert av1.decode_intra(low).shape[0] < 240 and psnr(low) > 20
+    high = FaceStreamEncoder2(basis, small, fps=FPS, kbps=20.0)._plate(img)  # 2500 bytes: half size, finer
+    assert len(free) < len(high) <= 2500
+    assert av1.decode_intra(high).shape == (240, 320, 3) and psnr(high) > psnr(free)
+
+
+def test_decoded_file_interpolates_skipped_frames(synth, small, tmp_path):
+    from streamcap.commands.codec2 import decode_file
+
+    basis, faces = synth
+    enc = FaceStreamEncoder2(basis, small, fps=FPS, frame_step=4)
+    path = tmp_path / "s.scap"
+    _write_stream(enc, path, faces, frames=40)
+    got = []
+    decode_file(path, basis, small, lambda fr, repeats: got.extend([fr.faces[0].vertices] * repeats))
+    assert len(got) == 40
+    steps = [np.abs(b - a).max() for a, b in zip(got[:37], got[1:37])]
+    assert min(steps) > 0  # every source frame up to the last packet has its own geometry
+    err = [np.abs(got[i] - faces[i]).mean() for i in range(36)]
+    held = [np.abs(got[i - i % 4] - faces[i]).mean() for i in range(36)]
+    assert np.mean(err) < np.mean(held)  # closer to the source than holding the last packet
+    repeat = []
+    decode_file(path, basis, small, lambda fr, r: repeat.append(r), interpolate=False)
+    assert repeat == [4] * 10
 
 
 def test_live_loss_asks_for_a_keyframe_and_recovers(synth, small):

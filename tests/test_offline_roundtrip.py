@@ -31,7 +31,7 @@ def encoded(shared_data, tmp_path_factory):
     return scap
 
 
-N2 = 75  # two .scap v2 chunks (2 s each at 30 fps)
+N2 = 76  # two .scap v2 chunks (2 s each at 30 fps); --kbps 8 codes every 2nd frame, so an even count
 
 
 @pytest.fixture(scope="module")

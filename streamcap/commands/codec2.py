@@ -36,11 +36,12 @@ def check_v2_flags(args: argparse.Namespace) -> None:
     from streamcap_codecs.av1 import MIN_SIDE
     from streamcap_codecs.limits import MAX_TEXTURE_SIDE
 
-    check_number("--texture-fps", args.texture_fps, 0.01, 1000.0)
+    if args.texture_fps is not None:
+        check_number("--texture-fps", args.texture_fps, 0.01, 1000.0)
     t = args.texture_size
     if t and (t < MIN_SIDE or t % 2 or t > MAX_TEXTURE_SIDE):
         raise InputError(f"--texture-size must be 0 or an even number in [{MIN_SIDE}, {MAX_TEXTURE_SIDE}], got {t}")
-    if not 1 <= args.frame_step <= 255:
+    if args.frame_step is not None and not 1 <= args.frame_step <= 255:
         raise InputError(f"--frame-step must be in [1, 255], got {args.frame_step}")
 
 
@@ -48,11 +49,14 @@ def make_encoder2(basis, bundle, args: argparse.Namespace, fps: float, live: boo
     """The v2 face-stream encoder for the codec flags in ``args``. A file gets a keyframe at
     least every 10 s (seek points); a live stream none on a clock: receivers ask for one when
     they join or lose packets."""
-    from streamcap_codecs.encoder2 import FaceStreamEncoder2
+    from streamcap_codecs.encoder2 import FaceStreamEncoder2, rate_plan
 
+    plan = rate_plan(args.kbps, fps)  # texture size and rate, frame step: what the flags leave open
+    for k in plan:
+        if getattr(args, k, None) is not None:
+            plan[k] = getattr(args, k)
     return FaceStreamEncoder2(basis, bundle.layout, fps=fps, kbps=args.kbps, quality=args.quality,
-                              texture_size=args.texture_size, texture_fps=args.texture_fps,
-                              frame_step=args.frame_step, bundle_id=bundle.name, max_key_s=0.0 if live else 10.0)
+                              bundle_id=bundle.name, max_key_s=0.0 if live else 10.0, **plan)
 
 
 def run_encode2(args: argparse.Namespace) -> int:
@@ -70,13 +74,13 @@ def run_encode2(args: argparse.Namespace) -> int:
     bar = tqdm(total=total, unit="frame", desc=f"encode {args.input.name}", disable=not sys.stderr.isatty())
     with GracefulStop() as stop:
         try:
-            with ScapWriter2(out, chunk_frames=max(1, round(2 * src.fps / args.frame_step))) as w:
+            with ScapWriter2(out, chunk_frames=max(1, round(2 * src.fps / enc.frame_step))) as w:
                 for res in pipe.run(src):
                     if stop.requested or (args.max_frames and res.index >= args.max_frames):
                         break
                     face_in = [(tid, f.vertices, f.texture) for tid, f in res.faces]
                     for e in enc.encode(res.image, face_in):
-                        w.write(e.data, e.seq, e.key)
+                        enc.container(w.write(e.data, e.seq, e.key))
                     frames += 1
                     bar.update(1)
         except KeyboardInterrupt:
@@ -97,9 +101,29 @@ def run_encode2(args: argparse.Namespace) -> int:
     return 0
 
 
-def decode_file(path, basis, layout, on_frame, bundle_name: str | None = None) -> tuple[int, int, bool]:
+def between(a, b, t: float):
+    """Frame ``a`` moved a fraction ``t`` of the way to frame ``b``: each face both show (neither
+    stale) gets linearly interpolated vertices and position map; texture, plate and the rest are
+    ``a``'s."""
+    from dataclasses import replace
+
+    nxt = {f.face_id: f for f in b.faces if not f.stale}
+    faces = []
+    for f in a.faces:
+        g = nxt.get(f.face_id)
+        if g is not None and not f.stale and f.vertices.shape == g.vertices.shape and f.posmap.shape == g.posmap.shape:
+            f = replace(f, vertices=f.vertices + np.float32(t) * (g.vertices - f.vertices),
+                        posmap=f.posmap + np.float32(t) * (g.posmap - f.posmap), keyframe=False)
+        faces.append(f)
+    return replace(a, faces=faces)
+
+
+def decode_file(path, basis, layout, on_frame, bundle_name: str | None = None,
+                interpolate: bool = True) -> tuple[int, int, bool]:
     """Decode a v2 file, calling ``on_frame(frame, repeats)`` per decoded frame (``repeats``:
-    how many source frames it stands for). Returns (frames, rejected packets, truncated)."""
+    how many source frames it stands for). With ``interpolate``, the source frames a stream
+    skipped (``--frame-step``) get the geometry interpolated between the packets around them,
+    one call each. Returns (frames, rejected packets, truncated)."""
     from streamcap_codecs.decoder2 import FaceStreamDecoder2
     from streamcap_codecs.scap2 import ScapReader2
 
@@ -117,7 +141,12 @@ def decode_file(path, basis, layout, on_frame, bundle_name: str | None = None) -
             if fr is None:
                 continue
             if prev is not None:
-                on_frame(prev, max(1, fr.frame_index - prev.frame_index))
+                gap = max(1, fr.frame_index - prev.frame_index)
+                if interpolate and 1 < gap <= 2 * dec.header.frame_step and not fr.gap:
+                    for j in range(gap):
+                        on_frame(between(prev, fr, j / gap) if j else prev, 1)
+                else:
+                    on_frame(prev, gap)
                 n += 1
             prev = fr
         if prev is not None:
