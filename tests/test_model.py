@@ -17,9 +17,14 @@ from streamcap.reconstruct import Reconstructor
 from streamcap.track import face_seeds
 
 
-@pytest.fixture(scope="module")
-def rec():
-    bundle = load_bundle()
+# the shipped bundles and the 5-point NME each must stay under on the d3dfr photos (light128,
+# trained on ~25 people, measured 0.05-0.06; mobile160, on the 25k-face corpus, 0.029)
+BAR = {"light128": 0.06, "mobile160": 0.04}
+
+
+@pytest.fixture(scope="module", params=sorted(BAR))
+def rec(request):
+    bundle = load_bundle(request.param)
     return Reconstructor(bundle, create_engine(bundle, "ort", threads=2))
 
 
@@ -63,7 +68,7 @@ def test_model_landmarks_match_human_annotation_on_held_out_people(shared_data, 
         turns.append((d68[30, 0] - (d68[36, 0] + d68[45, 0]) / 2) / np.linalg.norm(d68[45] - d68[36]))
     assert len(errs) >= 8
     print(seed, np.mean(errs))
-    assert np.mean(errs) < 0.06
+    assert np.mean(errs) < BAR[rec.bundle.name]
     yaws, turns = np.array(yaws), np.array(turns)
     # these photos are within about 35 degrees of frontal: no pose may come out as a profile
     assert np.abs(yaws).max() < 60
