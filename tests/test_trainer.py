@@ -15,7 +15,7 @@ from streamcap.engine.nets import build_generator
 from streamcap.errors import BackendUnavailable, BundleError
 from trainer.data.dataset import PosmapDataset
 from trainer.export import export_bundle
-from trainer.losses import weight_mask_tensor, weighted_position_loss
+from trainer.losses import opening_loss, weight_mask_tensor, weighted_position_loss
 from trainer.runloop import StepSampler
 from trainer.train import PretrainConfig, pretrain, repeat_large_poses
 
@@ -90,6 +90,22 @@ def test_sampler_resumes_the_same_stream():
     seq = [next(it) for _ in range(30)]
     later = iter(StepSampler(10, 2, seed=3, start_step=5))
     assert [next(later) for _ in range(20)] == seq[10:30]
+
+
+def test_opening_loss_sees_a_mouth_that_stays_shut(layout):
+    """Moving the lower inner lip down by 2% of the map (the label opens its mouth) costs the
+    opening term its full size but the position loss over the face almost nothing."""
+    rng = np.random.default_rng(0)
+    y = torch.from_numpy(rng.uniform(0.3, 0.7, (1, 3, layout.size, layout.size)).astype(np.float32))
+    kpt = torch.as_tensor(layout.kpt_flat)
+    opened = y.clone().flatten(2)
+    opened[:, 1, kpt[[65, 66, 67]]] += 0.02
+    opened = opened.view_as(y)
+    assert float(opening_loss(y, y, kpt)) == 0.0
+    gap = float(opening_loss(y, opened, kpt))
+    assert gap == pytest.approx(0.02 * 3 / (7 * 2), rel=1e-5)  # 3 of 7 pairs move, in y only
+    w = weight_mask_tensor(layout.weight_mask)
+    assert float(weighted_position_loss(y, opened, w)) < gap / 10
 
 
 def test_large_poses_are_listed_more_often():

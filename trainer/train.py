@@ -40,7 +40,7 @@ from streamcap.bundle import ModelSpec, default_layout
 from streamcap.engine.nets import ARCHS, DEFAULT_INPUT, build_generator
 from trainer.cycle import PRESETS, CycleModels, UVTables, config_fields, cycle_step, discriminator_step, preset
 from trainer.data.dataset import PosmapDataset, cache_meta, corpus_datasets, is_corpus, load_cache
-from trainer.losses import weight_mask_tensor, weighted_position_loss
+from trainer.losses import opening_loss, weight_mask_tensor, weighted_position_loss
 from trainer.models.discriminators import LandmarkDiscriminator, UVDiscriminator
 from trainer.preview import preview
 from trainer.runloop import (
@@ -90,6 +90,7 @@ class PretrainConfig(RunConfig):
     width: float = 1.0
     pose_repeat: int = 1  # training samples with |yaw| >= pose_min are seen this many times per epoch
     pose_min: float = 30.0
+    opening_weight: float = 0.0  # weight of the lip/eyelid gap term (losses.opening_loss); 0: off
     extra: dict = field(default_factory=dict)
 
 
@@ -185,6 +186,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = net(x)
         loss = weighted_position_loss(pred.float(), y, weight)
+        if cfg.opening_weight:
+            loss = loss + cfg.opening_weight * opening_loss(pred.float(), y, kpt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -387,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pose-repeat", type=int, default=d.pose_repeat,
                    help="list training samples with |yaw| >= --pose-min this many times per epoch")
     p.add_argument("--pose-min", type=float, default=d.pose_min, help="degrees (default %(default)s)")
+    p.add_argument("--opening-weight", type=float, default=d.opening_weight,
+                   help="weight of the inner-lip and eyelid gap loss (0: off)")
     add_cycle_parser(sub)
     return ap
 
