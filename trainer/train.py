@@ -193,9 +193,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
         opt.step()
         if (step + 1) % cfg.log_every == 0:
             sps = (step + 1 - start) * cfg.batch * dist.world / (time.perf_counter() - t0)
-            log.bar.set_postfix(loss=f"{float(loss):.4f}", sps=f"{sps:.1f}")
+            log.bar.set_postfix(loss=f"{float(loss.detach()):.4f}", sps=f"{sps:.1f}")
             log.record({"step": step + 1, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"],
-                        "samples_per_s": sps}, {"train/loss": float(loss)}, step + 1)
+                        "samples_per_s": sps}, {"train/loss": float(loss.detach())}, step + 1)
 
     return run_steps(one_step, step, cfg, out, checkpoint, best,
                      lambda s: validate_and_log(model, vds, kpt, device, cfg.val_limit, s, log), log, dist)
