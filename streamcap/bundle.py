@@ -22,7 +22,7 @@ from .geometry.layout import UVLayout
 BUNDLE_FORMAT = "streamcap-bundle"
 BUNDLE_VERSION = 1
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_BUNDLE = "light128"
+DEFAULT_BUNDLE = "mobile160"
 BUNDLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a shipped bundle's folder name
 MAX_MANIFEST_BYTES = 1 << 20
 
