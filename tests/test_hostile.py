@@ -225,6 +225,34 @@ def test_05_decode_stopped_by_sigterm_leaves_a_playable_video(tmp_path):
     assert 0 < n < 3000 and f"holds {n} frames" in err
 
 
+@pytest.mark.parametrize("fmt", ["1", "2"])
+def test_05_encode_stopped_by_sigterm_keeps_what_it_wrote(shared_data, tmp_path, fmt):
+    """The same for ``encode``: a SIGTERM mid-clip ends the loop after the current frame, the
+    .scap is closed properly with those frames and the line says how many."""
+    out = tmp_path / "out.scap"
+    p = subprocess.Popen([sys.executable, "-m", "streamcap.cli", "encode", str(shared_data / "videos" / "lp_d19.mp4"),
+                          "-o", str(out), "--format", fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=ENV)
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists() and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few frames in (the clip is 250 frames, encoded at 50-100 frames/s)
+        assert p.poll() is None, "encode finished before it could be stopped"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    n = int(err.split(" holds ")[1].split()[0])
+    assert 0 < n < 250 and out.is_file() and not list(tmp_path.glob("*partial*"))
+    from streamcap_codecs.scap2 import file_version
+
+    assert file_version(out) == int(fmt)  # a finished file of the asked format, not a torn one
+
+
 # ------------------------------------------------------------------------- 6-9. sizes and rates
 
 

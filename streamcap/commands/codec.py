@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -65,6 +66,25 @@ def open_encode(args: argparse.Namespace):
     return bundle, basis, src, out, pipe
 
 
+def encode_loop(out, body, closers) -> tuple[types.SimpleNamespace, int | None]:
+    """Run the encode loop ``body(stop, done)`` under a GracefulStop; ``done`` (frames, faces,
+    writer) is what it reports. Ctrl-C or SIGTERM: the frames so far stay in ``out``, one line,
+    its exit code. ``closers`` run whatever happens. Returns (done, exit code or None to go on)."""
+    done = types.SimpleNamespace(frames=0, faces=0, writer=None)
+    with GracefulStop() as stop:
+        try:
+            body(stop, done)
+        except KeyboardInterrupt:
+            return done, stop.report("streamcap encode", f"{out} holds {done.frames} frames", interrupted=True)
+        finally:
+            stop.shield()
+            for close in closers:
+                close()
+    if stop.requested:
+        return done, stop.report("streamcap encode", f"{out} holds {done.frames} frames")
+    return done, None
+
+
 def run_encode(args: argparse.Namespace) -> int:
     if getattr(args, "format", 1) == 2:
         from .codec2 import run_encode2
@@ -78,27 +98,23 @@ def run_encode(args: argparse.Namespace) -> int:
     # does not make the rest undecodable
     enc = make_encoder(basis, bundle, args, src.fps, repeat_header=True)
     total = args.max_frames or src.frame_count or None
-    frames = faces = 0
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="frame", desc=f"encode {args.input.name}", disable=not sys.stderr.isatty())
-    with GracefulStop() as stop:
-        try:
-            with ScapWriter(out) as w:
-                for res in pipe.encode(src, enc, w, args.max_frames, stop=stop):
-                    frames += 1
-                    faces += len(res.faces)
-                    bar.update(1)
-                    secs = max(res.timestamp, 1e-6)
-                    bar.set_postfix(faces=len(res.faces), kbps=f"{w.bytes_written * 8 / 1000 / secs:.1f}")
-        except KeyboardInterrupt:
-            return stop.report("streamcap encode", f"{out} holds {frames} frames", interrupted=True)
-        finally:
-            stop.shield()
-            bar.close()
-            src.close()
-            pipe.close()
-    if stop.requested:
-        return stop.report("streamcap encode", f"{out} holds {frames} frames")
+
+    def body(stop, done) -> None:
+        with ScapWriter(out) as w:
+            done.writer = w
+            for res in pipe.encode(src, enc, w, args.max_frames, stop=stop):
+                done.frames += 1
+                done.faces += len(res.faces)
+                bar.update(1)
+                secs = max(res.timestamp, 1e-6)
+                bar.set_postfix(faces=len(res.faces), kbps=f"{w.bytes_written * 8 / 1000 / secs:.1f}")
+
+    done, code = encode_loop(out, body, (bar.close, src.close, pipe.close))
+    if code is not None:
+        return code
+    frames, faces = done.frames, done.faces
     secs = frames / src.fps if frames else 0.0
     size = out.stat().st_size
     # per face: its keyframes + deltas over the time it was on screen, averaged over faces

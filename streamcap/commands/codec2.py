@@ -63,36 +63,31 @@ def run_encode2(args: argparse.Namespace) -> int:
     from streamcap_codecs.scap2 import ScapWriter2
     from tqdm import tqdm
 
-    from .codec import open_encode
+    from .codec import encode_loop, open_encode
 
     check_v2_flags(args)
     bundle, basis, src, out, pipe = open_encode(args)
     enc = make_encoder2(basis, bundle, args, src.fps)
     total = args.max_frames or src.frame_count or None
-    frames = 0
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="frame", desc=f"encode {args.input.name}", disable=not sys.stderr.isatty())
-    with GracefulStop() as stop:
-        try:
-            with ScapWriter2(out, chunk_frames=max(1, round(2 * src.fps / enc.frame_step))) as w:
-                for res in pipe.run(src):
-                    if stop.requested or (args.max_frames and res.index >= args.max_frames):
-                        break
-                    face_in = [(tid, f.vertices, f.texture) for tid, f in res.faces]
-                    for e in enc.encode(res.image, face_in):
-                        enc.container(w.write(e.data, e.seq, e.key))
-                    frames += 1
-                    bar.update(1)
-        except KeyboardInterrupt:
-            return stop.report("streamcap encode", f"{out} holds {frames} frames", interrupted=True)
-        finally:
-            stop.shield()
-            bar.close()
-            src.close()
-            enc.close()
-            pipe.close()
-    if stop.requested:
-        return stop.report("streamcap encode", f"{out} holds {frames} frames")
+
+    def body(stop, done) -> None:
+        with ScapWriter2(out, chunk_frames=max(1, round(2 * src.fps / enc.frame_step))) as w:
+            done.writer = w
+            for res in pipe.run(src):
+                if stop.requested or (args.max_frames and res.index >= args.max_frames):
+                    break
+                face_in = [(tid, f.vertices, f.texture) for tid, f in res.faces]
+                for e in enc.encode(res.image, face_in):
+                    enc.container(w.write(e.data, e.seq, e.key))
+                done.frames += 1
+                bar.update(1)
+
+    done, code = encode_loop(out, body, (bar.close, src.close, enc.close, pipe.close))
+    if code is not None:
+        return code
+    frames, w = done.frames, done.writer
     secs = max(frames / src.fps, 1e-6)
     size = out.stat().st_size
     print(f"{args.input} -> {out}: {frames} frames, {size} bytes, {size * 8 / 1000 / secs:.2f} kbit/s "
