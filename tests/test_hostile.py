@@ -203,23 +203,30 @@ def test_04_receiver_reconnects_after_an_oversized_message_part():
 # ------------------------------------------------------------------------- 5. SIGTERM loses the output
 
 
-def test_05_decode_stopped_by_sigterm_leaves_a_playable_video(tmp_path):
-    long = write_scap(tmp_path / "long.scap", repeated(real_stream(), 300))  # 3000 frames
-    out = tmp_path / "out.mp4"
-    p = subprocess.Popen([sys.executable, "-m", "streamcap.cli", "decode", str(long), "-o", str(out)],
+def sigterm_once_written(args: list[str], out: Path, settle: float) -> str:
+    """Run ``streamcap ARGS``, SIGTERM it ``settle`` s after ``out`` has bytes; it must exit
+    128 + SIGTERM. Returns its stderr."""
+    p = subprocess.Popen([sys.executable, "-m", "streamcap.cli", *args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline and p.poll() is None:
             time.sleep(0.05)
-        time.sleep(0.5)
-        assert p.poll() is None, "decode finished before it could be stopped"
+        time.sleep(settle)
+        assert p.poll() is None, f"{args[0]} finished before it could be stopped"
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
     assert p.returncode == 128 + signal.SIGTERM, err
+    return err
+
+
+def test_05_decode_stopped_by_sigterm_leaves_a_playable_video(tmp_path):
+    long = write_scap(tmp_path / "long.scap", repeated(real_stream(), 300))  # 3000 frames
+    out = tmp_path / "out.mp4"
+    err = sigterm_once_written(["decode", str(long), "-o", str(out)], out, 0.5)
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     n = frame_count(out)
     assert 0 < n < 3000 and f"holds {n} frames" in err
@@ -230,21 +237,9 @@ def test_05_encode_stopped_by_sigterm_keeps_what_it_wrote(shared_data, tmp_path,
     """The same for ``encode``: a SIGTERM mid-clip ends the loop after the current frame, the
     .scap is closed properly with those frames and the line says how many."""
     out = tmp_path / "out.scap"
-    p = subprocess.Popen([sys.executable, "-m", "streamcap.cli", "encode", str(shared_data / "videos" / "lp_d19.mp4"),
-                          "-o", str(out), "--format", fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=ENV)
-    try:
-        deadline = time.monotonic() + 120
-        while not out.exists() and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.3)  # a few frames in (the clip is 250 frames, encoded at 50-100 frames/s)
-        assert p.poll() is None, "encode finished before it could be stopped"
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 128 + signal.SIGTERM, err
+    # a few frames in: the clip is 250 frames, encoded at 50-100 frames/s
+    err = sigterm_once_written(["encode", str(shared_data / "videos" / "lp_d19.mp4"), "-o", str(out),
+                                "--format", fmt], out, 0.3)
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     n = int(err.split(" holds ")[1].split()[0])
     assert 0 < n < 250 and out.is_file() and not list(tmp_path.glob("*partial*"))
